@@ -1,0 +1,226 @@
+"""Ingest benchmark: MailBridge's SMTP door against a null aiosmtpd server.
+
+Sends N messages of about 4 KB over C concurrent SMTP connections into 5
+groups and 50 threads, first to a null handler that only answers 250, then to
+a real `mailbridge serve` (each 250 comes after the commit), in the same run.
+Prints both rates, their ratio and the server's peak RSS, and checks that
+every message became a post in the right number of threads.
+
+    python bench/ingest.py                      # SQLite in a temporary folder
+    python bench/ingest.py --database-url postgresql://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from email.message import EmailMessage
+from pathlib import Path
+
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from feed import admin  # noqa: E402
+from feed.db import Database  # noqa: E402
+from feed.posts import Post  # noqa: E402
+from feed.threads import Thread  # noqa: E402
+from mailbridge.migrate import upgrade_database  # noqa: E402
+
+GROUPS = 5
+THREADS = 50
+WORDS = (
+    "the",
+    "release",
+    "plan",
+    "ship",
+    "friday",
+    "test",
+    "build",
+    "deploy",
+    "review",
+    "merge",
+    "branch",
+    "fix",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_messages(count: int, seed: int = 7) -> list[tuple[str, bytes]]:
+    """(recipient, bytes) pairs: 50 threads spread over 5 groups, replies chained."""
+    rng = random.Random(seed)
+    messages: list[tuple[str, bytes]] = []
+    last_in_thread: dict[int, list[str]] = {}
+    for n in range(count):
+        thread = n % THREADS
+        group = thread % GROUPS
+        message = EmailMessage()
+        message["From"] = f"User {n % 40} <user{n % 40}@company.example>"
+        message["To"] = f"group{group}@company.example"
+        message["Message-ID"] = f"<bench-{n}@company.example>"
+        chain = last_in_thread.get(thread, [])
+        message["Subject"] = ("Re: " if chain else "") + f"Topic {thread}"
+        if chain:
+            message["In-Reply-To"] = f"<{chain[-1]}>"
+            message["References"] = " ".join(f"<{mid}>" for mid in chain[-10:])
+        body = " ".join(rng.choice(WORDS) for _ in range(650))  # about 4 KB
+        message.set_content(body + "\n")
+        messages.append((str(message["To"]), message.as_bytes()))
+        last_in_thread[thread] = [*chain, f"bench-{n}@company.example"]
+    return messages
+
+
+def send_all(port: int, messages: Sequence[tuple[str, bytes]], connections: int) -> float:
+    """Messages per second over `connections` concurrent SMTP sessions."""
+    shares = [messages[i::connections] for i in range(connections)]
+
+    def worker(share: Sequence[tuple[str, bytes]]) -> int:
+        with smtplib.SMTP("127.0.0.1", port, timeout=120) as client:
+            for rcpt, data in share:
+                client.sendmail("bench@company.example", [rcpt], data)
+        return len(share)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        sent = sum(pool.map(worker, shares))
+    elapsed = time.perf_counter() - started
+    assert sent == len(messages)
+    return len(messages) / elapsed
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited early with status {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def running(command: list[str], port: int, env: dict[str, str]) -> Iterator[int]:
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process)
+        yield process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def database(url: str | None, data_dir: Path) -> Iterator[str]:
+    """A fresh database: SQLite in data_dir, or a throwaway PostgreSQL schema."""
+    if url is None:
+        yield f"sqlite:///{data_dir / 'mailbridge.db'}"
+        return
+    base = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    schema = f"mbbench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(base, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        scoped = base.update_query_dict({"options": f"-csearch_path={schema}"})
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def set_up(url: str) -> None:
+    upgrade_database(url)
+    db = Database(url)
+    with db.transaction() as session:
+        for g in range(GROUPS):
+            admin.add_group(session, f"group{g}", f"Group {g}")
+            admin.add_binding(session, f"group{g}@company.example", f"group{g}", "anyone")
+    db.dispose()
+
+
+def count_results(url: str) -> tuple[int, int]:
+    db = Database(url)
+    with db.reader() as session:
+        posts = session.scalar(select(func.count()).select_from(Post)) or 0
+        threads = session.scalar(select(func.count()).select_from(Thread)) or 0
+    db.dispose()
+    return posts, threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default SQLite)")
+    args = parser.parse_args()
+    messages = make_messages(args.messages)
+    size = sum(len(data) for _, data in messages) / len(messages)
+    with tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp:
+        data_dir = Path(tmp) / "var"
+        with database(args.database_url, data_dir) as url:
+            set_up(url)
+            null_port, smtp_port = free_port(), free_port()
+            env = {
+                **os.environ,
+                "MAILBRIDGE_DATA_DIR": str(data_dir),
+                "MAILBRIDGE_DATABASE_URL": url,
+                "MAILBRIDGE_SMTP_LISTEN": f"127.0.0.1:{smtp_port}",
+                "MAILBRIDGE_LMTP_LISTEN": f"127.0.0.1:{free_port()}",
+                "MAILBRIDGE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+                "MAILBRIDGE_MAIL_DOMAIN": "mb.company.example",
+                "PYTHONPATH": str(ROOT),
+            }
+            null_cmd = [sys.executable, str(ROOT / "bench" / "null_smtp.py"), str(null_port)]
+            with running(null_cmd, null_port, env):
+                null_rate = send_all(null_port, messages, args.connections)
+            serve_cmd = [sys.executable, "-m", "mailbridge.cli", "serve", "--log-level=WARNING"]
+            with running(serve_cmd, smtp_port, env) as pid:
+                rate = send_all(smtp_port, messages, args.connections)
+                rss = peak_rss_mib(pid)
+            posts, threads = count_results(url)
+    backend = "postgresql" if args.database_url else "sqlite"
+    print(f"backend          {backend}")
+    print(
+        f"messages         {len(messages)} x {size / 1024:.1f} KB, {args.connections} connections"
+    )
+    print(f"null aiosmtpd    {null_rate:8.1f} msg/s")
+    print(f"mailbridge       {rate:8.1f} msg/s")
+    print(f"ratio            {rate / null_rate:8.3f}")
+    print(f"server peak RSS  {rss:8.1f} MiB")
+    print(f"posts / threads  {posts} / {threads}")
+    if posts != len(messages) or threads != THREADS:
+        raise SystemExit(f"expected {len(messages)} posts in {THREADS} threads")
+
+
+if __name__ == "__main__":
+    main()

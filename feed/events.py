@@ -1,0 +1,37 @@
+"""The event log: the transactional outbox that the indexer and notifier read.
+
+Services append an event in the same transaction as the change it describes;
+consumers read in id order and keep their own cursor.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Integer, String
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from feed.base import Base, UTCDateTime, utcnow
+
+
+class EventKind(enum.StrEnum):
+    POST_CREATED = "post.created"
+    THREADS_MERGED = "threads.merged"
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def append_event(session: Session, kind: EventKind, **payload: Any) -> Event:
+    """Add an event to the current transaction (flushed with it, never alone)."""
+    event = Event(kind=str(kind), payload=payload)
+    session.add(event)
+    return event

@@ -1,0 +1,184 @@
+"""The `mailbridge` command: serve, migrate and administer.
+
+Every failure a person can fix prints one line naming the problem and exits
+with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from alembic.script import ScriptDirectory
+from sqlalchemy.orm import Session
+
+from feed import admin
+from feed.db import Database
+from feed.errors import FeedError
+from mailbridge.config import Settings, SettingsError, load_settings
+from mailbridge.migrate import alembic_config, current_revision, upgrade_database
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; str() is the message."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        result: int = args.func(settings, args)
+        return result
+    except (SettingsError, FeedError, CliError) as exc:
+        print(f"mailbridge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailbridge", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the mail listeners and the web app")
+    serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(func=cmd_serve)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    user = commands.add_parser("user", help="users").add_subparsers(required=True)
+    user_add = user.add_parser("add", help="add a user")
+    user_add.add_argument("email")
+    user_add.add_argument("--name", required=True)
+    user_add.add_argument("--admin", action="store_true")
+    user_add.set_defaults(func=cmd_user_add)
+
+    group = commands.add_parser("group", help="groups").add_subparsers(required=True)
+    group_add = group.add_parser("add", help="add a group")
+    group_add.add_argument("slug")
+    group_add.add_argument("--name", required=True)
+    group_add.add_argument("--private", action="store_true")
+    group_add.set_defaults(func=cmd_group_add)
+
+    member = commands.add_parser("member", help="memberships").add_subparsers(required=True)
+    member_add = member.add_parser("add", help="add a user to a group")
+    member_add.add_argument("slug")
+    member_add.add_argument("email")
+    member_add.set_defaults(func=cmd_member_add)
+
+    binding = commands.add_parser("binding", help="address bindings").add_subparsers(required=True)
+    binding_add = binding.add_parser("add", help="bind an address to a group")
+    binding_add.add_argument("address")
+    binding_add.add_argument("--group", required=True)
+    binding_add.add_argument(
+        "--senders", default="members", help="members, anyone or domain:DOMAIN"
+    )
+    binding_add.set_defaults(func=cmd_binding_add)
+    binding.add_parser("list", help="list bindings").set_defaults(func=cmd_binding_list)
+
+    token = commands.add_parser("token", help="API tokens").add_subparsers(required=True)
+    token_create = token.add_parser("create", help="create an API token for a user")
+    token_create.add_argument("email")
+    token_create.set_defaults(func=cmd_token_create)
+    return parser
+
+
+def open_database(settings: Settings) -> Database:
+    """The database, refusing to run against a schema that is not at head."""
+    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    try:
+        current = current_revision(settings.database_url)
+    except Exception as exc:  # the driver's own error names the problem
+        raise CliError(f"cannot open the database {settings.database_url}: {exc}") from exc
+    if current != head:
+        raise CliError(
+            f"the database schema is at {current or 'nothing'}, not {head}: "
+            "run `mailbridge db upgrade` first"
+        )
+    return Database(settings.database_url)
+
+
+def _in_transaction(settings: Settings, work: Callable[[Session], str]) -> int:
+    db = open_database(settings)
+    try:
+        with db.transaction() as session:
+            print(work(session))
+    finally:
+        db.dispose()
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from mailbridge.server import serve
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    open_database(settings).dispose()
+    serve(settings)
+    return 0
+
+
+def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.database_url)
+    print(f"database upgraded: {current_revision(settings.database_url)}")
+    return 0
+
+
+def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
+    return _in_transaction(
+        settings,
+        lambda s: f"user {admin.add_user(s, args.email, args.name, is_admin=args.admin).email}",
+    )
+
+
+def cmd_group_add(settings: Settings, args: argparse.Namespace) -> int:
+    return _in_transaction(
+        settings,
+        lambda s: f"group {admin.add_group(s, args.slug, args.name, private=args.private).slug}",
+    )
+
+
+def cmd_member_add(settings: Settings, args: argparse.Namespace) -> int:
+    def work(session: Session) -> str:
+        admin.add_member(session, args.slug, args.email)
+        return f"{args.email} added to {args.slug}"
+
+    return _in_transaction(settings, work)
+
+
+def cmd_binding_add(settings: Settings, args: argparse.Namespace) -> int:
+    def work(session: Session) -> str:
+        binding = admin.add_binding(session, args.address, args.group, args.senders)
+        return f"{binding.address} -> {args.group} (senders: {binding.sender_policy})"
+
+    return _in_transaction(settings, work)
+
+
+def cmd_binding_list(settings: Settings, args: argparse.Namespace) -> int:
+    db = open_database(settings)
+    try:
+        with db.reader() as session:
+            rows = admin.list_bindings(session)
+    finally:
+        db.dispose()
+    for row in rows:
+        print(f"{row.address}\t{row.group_slug}\t{row.sender_policy}")
+    if not rows:
+        print("no bindings", file=sys.stderr)
+    return 0
+
+
+def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
+    return _in_transaction(
+        settings, lambda s: f"token for {args.email}: {admin.create_token(s, args.email)}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Authorize: may this sender post through this route?
+
+The author is the From header's address (RFC 5322 §3.6.2), matched against
+users' addresses and aliases. The envelope sender is not used: forwarding,
+lists and SRS rewrite it, while From names the person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from feed.admin import find_user_by_address, is_member
+from mailbridge import replies
+from mailbridge.message import ParsedMessage
+from mailbridge.pipeline.route import Route
+from mailbridge.pipeline.types import Reject, Reply
+
+
+@dataclass(frozen=True)
+class Author:
+    user_id: int | None
+    email: str
+    name: str
+
+
+def authorize_sender(session: Session, message: ParsedMessage, route: Route) -> Author:
+    """The author of the post, or `Reject` with the policy's reason."""
+    sender = message.sender
+    email = sender.email if sender else ""
+    user = find_user_by_address(session, email) if email else None
+    member = user is not None and is_member(session, route.group_id, user.id)
+    refusal = route.policy.refusal(email, is_member=member)
+    if refusal is not None:
+        reply = Reply(
+            replies.SENDER_REFUSED.code, replies.SENDER_REFUSED.status, _smtp_text(refusal)
+        )
+        raise Reject(f"sender refused by {route.policy} policy: {refusal}", reply)
+    name = (user.name if user else "") or (sender.name if sender else "") or email
+    return Author(user.id if user else None, email, name)
+
+
+def _smtp_text(text: str) -> str:
+    # An SMTP reply line is ASCII (RFC 5321 §4.2): keep it printable.
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:400]

@@ -1,0 +1,99 @@
+"""Route: which groups a message is for, by its envelope recipients.
+
+As an MTA delivers, we go by RCPT TO, never by the To header (a Bcc to a
+bound address must work; a To naming it without RCPT must not). Several bound
+addresses of one group make one route, so one post.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from feed.addresses import domain_of
+from feed.bindings import Binding
+from feed.errors import InvalidInputError
+from feed.groups import Group
+from feed.policy import SenderPolicy, parse_policy
+from mailbridge import replies
+from mailbridge.pipeline.types import Reply
+
+
+@dataclass(frozen=True)
+class Route:
+    """A group the message goes to, and which recipients brought it there."""
+
+    group_id: int
+    group_slug: str
+    recipients: tuple[str, ...]
+    policy: SenderPolicy
+
+
+@dataclass(frozen=True)
+class RecipientCheck:
+    """The RCPT-time answer for one address."""
+
+    address: str
+    reply: Reply
+    binding_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.binding_id is not None
+
+
+def normalize_recipient(address: str) -> str:
+    """Lower-case, without angle brackets or surrounding space."""
+    return address.strip().strip("<>").strip().lower()
+
+
+def check_recipient(session: Session, address: str, local_domains: Iterable[str]) -> RecipientCheck:
+    """550 5.1.1 for an unknown local address, 550 5.7.1 for any other domain."""
+    normalized = normalize_recipient(address)
+    if "@" not in normalized:
+        return RecipientCheck(normalized, replies.BAD_RECIPIENT_SYNTAX)
+    binding_id = session.scalar(select(Binding.id).where(Binding.address == normalized))
+    if binding_id is not None:
+        return RecipientCheck(normalized, replies.OK_RECIPIENT, binding_id)
+    domain = domain_of(normalized)
+    if domain in set(local_domains) or _is_bound_domain(session, domain):
+        return RecipientCheck(normalized, replies.UNKNOWN_RECIPIENT)
+    return RecipientCheck(normalized, replies.RELAY_DENIED)
+
+
+def _is_bound_domain(session: Session, domain: str) -> bool:
+    return session.scalar(select(Binding.id).where(Binding.domain == domain).limit(1)) is not None
+
+
+def route_message(session: Session, recipients: Iterable[str]) -> list[Route]:
+    """One `Route` per group, in the order recipients first name them."""
+    addresses = list(dict.fromkeys(normalize_recipient(r) for r in recipients))
+    rows = session.execute(
+        select(Binding.address, Binding.sender_policy, Group.id, Group.slug)
+        .join(Group)
+        .where(Binding.address.in_(addresses))
+    ).all()
+    by_address = {row.address: row for row in rows}
+    routes: dict[int, Route] = {}
+    for address in addresses:
+        row = by_address.get(address)
+        if row is None:
+            continue
+        if row.id in routes:
+            existing = routes[row.id]
+            routes[row.id] = Route(
+                row.id, row.slug, (*existing.recipients, address), existing.policy
+            )
+        else:
+            routes[row.id] = Route(row.id, row.slug, (address,), _policy(row.sender_policy))
+    return list(routes.values())
+
+
+def _policy(text: str) -> SenderPolicy:
+    try:
+        return parse_policy(text)
+    except ValueError as exc:  # a bad row must not let everyone in
+        raise InvalidInputError(f"binding has an invalid sender policy: {exc}") from exc

@@ -1,0 +1,170 @@
+"""Thread: which thread (and parent post) an inbound message belongs to.
+
+Incremental JWZ threading over the database, in this order:
+1. the nearest ancestor in In-Reply-To/References that we know (inbound mail
+   or our own outgoing posts: both are posts with a Message-ID);
+2. posts that name this message or one of its ancestors in their own
+   references: replies that arrived before their parent, or siblings whose
+   common parent never reached us (JWZ's dummy containers, kept as rows);
+3. Outlook's Thread-Index conversation, for clients that drop References;
+4. a reply-prefixed subject matching a recently active thread of the group,
+   for mail whose references are absent or all unknown (a reply whose parent
+   never reached us: fedora-devel has both kinds).
+When 1 and 2 find different threads, they are one conversation: merge them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from feed.groups import Group
+from feed.posts import Post, PostReference
+from feed.threads import Thread
+from mailbridge.message import ParsedMessage
+from mailbridge.threader import (
+    is_reply_subject,
+    normalize_subject,
+    parse_thread_index,
+    references_chain,
+)
+
+# A References header can be arbitrarily long; the newest ancestors matter.
+MAX_REFERENCES = 100
+SUBJECT_KEY_LENGTH = 255
+SUBJECT_FALLBACK_WINDOW = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the post goes: an existing thread (or None: start one) and parent."""
+
+    thread_id: int | None
+    parent_id: int | None
+    chain: tuple[str, ...]
+    subject_key: str
+    conversation_key: bytes | None
+    merge_thread_ids: tuple[int, ...] = ()
+
+
+def derive_message_id(message: ParsedMessage) -> str:
+    """A stable id for mail that has none (RFC 5322 §3.6.4 only says SHOULD).
+
+    Hashes what every door sees the same (sender, date, subject, body), not
+    the raw bytes, which relays change by adding Received headers.
+    """
+    digest = hashlib.sha256()
+    for part in (
+        message.sender.email if message.sender else "",
+        message.header("Date") or "",
+        message.subject,
+        message.text or "",
+        message.html or "",
+    ):
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return f"derived.{digest.hexdigest()[:40]}@mailbridge.invalid"
+
+
+def lock_group_for_threading(session: Session, group_id: int) -> None:
+    """Serialise deliveries into one group until this transaction ends.
+
+    Under READ COMMITTED (PostgreSQL) two concurrent deliveries of a message
+    and its reply would not see each other and would start two threads; the
+    group row lock makes the second wait for the first's commit. SQLite's
+    BEGIN IMMEDIATE already serialises writers and ignores FOR UPDATE.
+    """
+    session.execute(select(Group.id).where(Group.id == group_id).with_for_update())
+
+
+def find_duplicate(session: Session, group_id: int, message_id: str) -> int | None:
+    """The post that already holds this Message-ID in the group, if any."""
+    return session.scalar(
+        select(Post.id).where(Post.group_id == group_id, Post.message_id == message_id)
+    )
+
+
+def subject_key(subject: str) -> str:
+    return normalize_subject(subject)[:SUBJECT_KEY_LENGTH]
+
+
+def resolve_thread(
+    session: Session, message: ParsedMessage, message_id: str, group_id: int, now: datetime
+) -> Placement:
+    chain = tuple(
+        references_chain(message.in_reply_to, message.references, message_id=message_id)[
+            -MAX_REFERENCES:
+        ]
+    )
+    key = subject_key(message.subject)
+    conversation = _conversation_key(message.thread_index)
+    parent = _nearest_known_ancestor(session, group_id, chain)
+    threads = {parent.thread_id} if parent else set()
+    threads |= _threads_sharing_references(session, group_id, {*chain, message_id})
+    if not threads and conversation is not None:
+        threads |= _thread_by_conversation(session, group_id, conversation)
+    if not threads and is_reply_subject(message.subject) and key:
+        threads |= _thread_by_subject(session, group_id, key, now - SUBJECT_FALLBACK_WINDOW)
+    if not threads:
+        return Placement(None, None, chain, key, conversation)
+    target = min(threads)
+    return Placement(
+        target,
+        parent.id if parent else None,
+        chain,
+        key,
+        conversation,
+        tuple(sorted(threads - {target})),
+    )
+
+
+def _conversation_key(thread_index: str | None) -> bytes | None:
+    parsed = parse_thread_index(thread_index) if thread_index else None
+    return parsed[0] if parsed else None
+
+
+def _nearest_known_ancestor(session: Session, group_id: int, chain: tuple[str, ...]) -> Post | None:
+    if not chain:
+        return None
+    posts = session.scalars(
+        select(Post).where(Post.group_id == group_id, Post.message_id.in_(chain))
+    ).all()
+    position = {mid: i for i, mid in enumerate(chain)}
+    return max(posts, key=lambda p: position[p.message_id], default=None)
+
+
+def _threads_sharing_references(session: Session, group_id: int, ids: set[str]) -> set[int]:
+    rows = session.scalars(
+        select(Post.thread_id)
+        .join(PostReference, PostReference.post_id == Post.id)
+        .where(PostReference.group_id == group_id, PostReference.message_id.in_(ids))
+        .distinct()
+    )
+    return set(rows)
+
+
+def _thread_by_conversation(session: Session, group_id: int, key: bytes) -> set[int]:
+    thread_id = session.scalar(
+        select(Post.thread_id)
+        .where(Post.group_id == group_id, Post.conversation_key == key)
+        .order_by(Post.id)
+        .limit(1)
+    )
+    return {thread_id} if thread_id is not None else set()
+
+
+def _thread_by_subject(session: Session, group_id: int, key: str, since: datetime) -> set[int]:
+    thread_id = session.scalar(
+        select(Thread.id)
+        .where(
+            Thread.group_id == group_id,
+            Thread.subject_key == key,
+            Thread.last_activity_at >= since,
+        )
+        .order_by(Thread.last_activity_at.desc())
+        .limit(1)
+    )
+    return {thread_id} if thread_id is not None else set()

@@ -1,0 +1,16 @@
+"""SMTP replies, named, with RFC 3463 enhanced status codes."""
+
+from __future__ import annotations
+
+from mailbridge.pipeline.types import Reply
+
+OK_RECIPIENT = Reply(250, "2.1.5", "Recipient OK")
+OK_QUEUED = Reply(250, "2.0.0", "Message accepted")
+OK_IGNORED = Reply(250, "2.0.0", "Message received")  # bounce, auto-reply, duplicate
+UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "No such recipient here")
+RELAY_DENIED = Reply(550, "5.7.1", "Relaying denied")
+SENDER_REFUSED = Reply(550, "5.7.1", "Sender not allowed to post here")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+TOO_BIG = Reply(552, "5.3.4", "Message too big for this system")
+BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
+TEMPORARY_FAILURE = Reply(451, "4.3.0", "Temporary local problem, please try again later")

@@ -1,0 +1,149 @@
+"""`mailbridge serve`: the SMTP and LMTP listeners and the web app, one process.
+
+The asyncio loop runs the mail listeners; the web app runs under waitress
+(an embedded production WSGI server) in threads of the same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiosmtpd.smtp import SMTP
+
+from feed.blobs import BlobStore
+from feed.db import Database
+from mailbridge.config import Listen, Settings
+from mailbridge.pipeline.deliver import Pipeline
+from mailbridge.pipeline.types import Source
+from mailbridge.smtp import InboundHandler, MailBridgeLMTP, MailBridgeSMTP
+
+log = logging.getLogger(__name__)
+
+
+def loop_marker(settings: Settings) -> str:
+    """The value our outgoing mail carries so it is recognised if it loops back."""
+    return hmac.new(settings.secret_key.encode(), b"mailbridge-loop", hashlib.sha256).hexdigest()[
+        :32
+    ]
+
+
+def make_pipeline(settings: Settings, db: Database) -> Pipeline:
+    return Pipeline(
+        db=db,
+        blobs=BlobStore(settings.blob_dir),
+        local_domains=frozenset({settings.mail_domain}),
+        loop_marker=loop_marker(settings),
+    )
+
+
+@dataclass
+class MailServers:
+    """The running SMTP and LMTP listeners."""
+
+    servers: list[asyncio.Server]
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.sockets[0].getsockname()[1] for s in self.servers]
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for server in self.servers:
+            await server.wait_closed()
+
+
+async def start_mail_servers(
+    settings: Settings, pipeline: Pipeline, *, smtp: Listen | None, lmtp: Listen | None
+) -> MailServers:
+    """Listen for SMTP and/or LMTP (a port of 0 picks a free one)."""
+    loop = asyncio.get_running_loop()
+    servers = []
+    for listen, source, cls in (
+        (smtp, Source.SMTP, MailBridgeSMTP),
+        (lmtp, Source.LMTP, MailBridgeLMTP),
+    ):
+        if listen is None:
+            continue
+        handler = InboundHandler(pipeline, source, settings.max_recipients)
+        factory = _protocol_factory(cls, handler, settings)
+        servers.append(await loop.create_server(factory, listen.host, listen.port))
+        log.info("%s listening on %s", source.value.upper(), listen)
+    return MailServers(servers)
+
+
+def _protocol_factory(
+    cls: type[SMTP], handler: InboundHandler, settings: Settings
+) -> Callable[[], SMTP]:
+    def factory() -> SMTP:
+        return cls(
+            handler,
+            data_size_limit=settings.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=settings.mail_domain,
+            ident="MailBridge",
+        )
+
+    return factory
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM."""
+    db = Database(settings.database_url)
+    pipeline = make_pipeline(settings, db)
+    web_thread = _start_web(settings, db)
+    try:
+        asyncio.run(_serve_mail(settings, pipeline))
+    finally:
+        if web_thread is not None:
+            web_thread.close()
+        db.dispose()
+
+
+async def _serve_mail(settings: Settings, pipeline: Pipeline) -> None:
+    servers = await start_mail_servers(
+        settings, pipeline, smtp=settings.smtp_listen, lmtp=settings.lmtp_listen
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await servers.close()
+
+
+class WebServer:
+    """waitress in a daemon thread."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        from waitress.server import create_server
+        from web.app import create_app
+
+        app = create_app(settings, db)
+        self.server = create_server(
+            app, host=settings.http_listen.host, port=settings.http_listen.port, threads=8
+        )
+        self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+        self.thread.start()
+        log.info("HTTP listening on %s", settings.http_listen)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.effective_port)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _start_web(settings: Settings, db: Database) -> WebServer | None:
+    return WebServer(settings, db)

@@ -1,0 +1,44 @@
+"""Fixtures for tests that talk to real SMTP/LMTP listeners on ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import pytest
+
+from mailbridge.config import Settings
+from mailbridge.pipeline.deliver import Pipeline
+from mailbridge.server import MailServers, start_mail_servers
+
+
+@dataclass(frozen=True)
+class Served:
+    smtp_port: int
+    lmtp_port: int
+
+
+@pytest.fixture
+def served(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
+    """The real SMTP and LMTP listeners, in an event loop on a background thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    started: Future[MailServers] = asyncio.run_coroutine_threadsafe(
+        start_mail_servers(
+            settings, pipeline, smtp=settings.smtp_listen, lmtp=settings.lmtp_listen
+        ),
+        loop,
+    )
+    servers = started.result(timeout=10)
+    smtp_port, lmtp_port = servers.ports
+    try:
+        yield Served(smtp_port, lmtp_port)
+    finally:
+        asyncio.run_coroutine_threadsafe(servers.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

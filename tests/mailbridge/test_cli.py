@@ -1,0 +1,106 @@
+"""The `mailbridge` command: admin commands, their errors, and a real `serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailbridge.cli import main
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> dict[str, str]:
+    env = {
+        "MAILBRIDGE_DATA_DIR": str(tmp_path / "var"),
+        "MAILBRIDGE_DATABASE_URL": database_url,
+        "MAILBRIDGE_MAIL_DOMAIN": "mb.example.com",
+    }
+    monkeypatch.chdir(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_admin_commands_set_up_a_group(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "user", "add", "Alice@Company.example", "--name", "Alice")[0] == 0
+    assert run(capsys, "group", "add", "eng", "--name", "Engineering", "--private")[0] == 0
+    assert run(capsys, "member", "add", "eng", "alice@company.example")[0] == 0
+    code, out, _ = run(
+        capsys,
+        "binding",
+        "add",
+        "eng@company.example",
+        "--group",
+        "eng",
+        "--senders",
+        "domain:company.example",
+    )
+    assert code == 0
+    code, out, _ = run(capsys, "binding", "list")
+    assert out.split() == ["eng@company.example", "eng", "domain:company.example"]
+    code, out, _ = run(capsys, "token", "create", "alice@company.example")
+    assert code == 0
+    assert out.split()[-1].startswith("mb_")
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("member", "add", "nope", "alice@company.example"), "no group 'nope'"),
+        (("member", "add", "eng", "carol@company.example"), "no user with address"),
+        (("user", "add", "alice@company.example", "--name", "A"), "already exists"),
+        (("group", "add", "eng", "--name", "Again"), "group eng already exists"),
+        (("group", "add", "Bad Slug", "--name", "x"), "invalid group slug"),
+        (("binding", "add", "eng@company.example", "--group", "eng"), "already bound"),
+        (
+            ("binding", "add", "x@company.example", "--group", "eng", "--senders", "all"),
+            "unknown sender policy",
+        ),
+        (("user", "add", "not-an-address", "--name", "X"), "invalid address"),
+    ],
+)
+def test_bad_admin_input_exits_2_with_one_clear_line(
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    complaint: str,
+) -> None:
+    run(capsys, "user", "add", "alice@company.example", "--name", "Alice")
+    run(capsys, "group", "add", "eng", "--name", "Engineering")
+    run(capsys, "binding", "add", "eng@company.example", "--group", "eng")
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert err.startswith("mailbridge: error: ")
+    assert complaint in err
+    assert err.count("\n") == 1
+
+
+def test_a_bad_setting_stops_the_command_with_its_name(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILBRIDGE_SMTP_LISTEN", "port-25")
+    code, _, err = run(capsys, "binding", "list")
+    assert code == 2
+    assert "MAILBRIDGE_SMTP_LISTEN" in err
+
+
+def test_commands_refuse_an_unmigrated_database(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILBRIDGE_DATA_DIR", str(tmp_path / "fresh"))
+    monkeypatch.delenv("MAILBRIDGE_DATABASE_URL", raising=False)
+    code, _, err = run(capsys, "binding", "list")
+    assert code == 2
+    assert "mailbridge db upgrade" in err
+    assert run(capsys, "db", "upgrade")[0] == 0
+    assert run(capsys, "binding", "list")[0] == 0
