@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import smtplib
 from email.message import EmailMessage
 
@@ -12,6 +13,7 @@ from feed.db import Database
 from feed.inbound import InboundLog
 from feed.posts import Post
 from feed.threads import Thread
+from mailbridge.config import Settings
 from tests.conftest import Factory
 from tests.mailbridge.conftest import Served
 
@@ -125,9 +127,11 @@ def test_it_refuses_a_non_member_with_the_reason(
 ) -> None:
     with smtp(served) as client, pytest.raises(smtplib.SMTPDataError) as caught:
         client.send_message(make_mail(sender="mallory@evil.example"))
+    error: object = caught.value.smtp_error  # bytes at run time; typeshed says str
     assert caught.value.smtp_code == 550
-    assert caught.value.smtp_error.startswith(b"5.7.1")
-    assert b"not a member" in caught.value.smtp_error
+    assert isinstance(error, bytes)
+    assert error.startswith(b"5.7.1")
+    assert b"not a member" in error
     assert count(db, Post) == 0
     with db.reader() as session:
         row = session.scalars(select(InboundLog)).one()
@@ -215,3 +219,29 @@ def test_lmtp_answers_once_per_recipient(eng: Factory, served: Served, db: Datab
     assert second[0] == 550
     assert second[1].startswith(b"5.7.1")
     assert count(db, Post) == 1
+
+
+def test_an_internal_failure_is_451_and_a_retry_delivers(
+    eng: Factory, served: Served, db: Database, settings: Settings
+) -> None:
+    # A file where the blob store's folder should be: storage fails for real.
+    settings.blob_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(settings.blob_dir, ignore_errors=True)
+    settings.blob_dir.write_text("not a folder")
+    with smtp(served) as client, pytest.raises(smtplib.SMTPDataError) as caught:
+        client.send_message(make_mail())
+    assert (caught.value.smtp_code, str(caught.value.smtp_error)[:7]) == (451, "b'4.3.0")
+    assert count(db, Post) == 0
+    settings.blob_dir.unlink()
+    with smtp(served) as client:
+        assert client.send_message(make_mail()) == {}
+    assert count(db, Post) == 1
+
+
+def test_it_limits_recipients_per_message(eng: Factory, served: Served) -> None:
+    with smtp(served) as client:
+        client.ehlo()
+        client.mail("alice@company.example")
+        codes = [client.rcpt("eng@company.example")[0] for _ in range(51)]
+    assert codes[:50] == [250] * 50
+    assert codes[50] == 452

@@ -1,0 +1,138 @@
+"""The thread stage over the database: references, late parents, Outlook, subjects."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from feed.db import Database
+from feed.events import Event
+from feed.posts import Post
+from feed.threads import Thread
+from mailbridge.pipeline.deliver import Pipeline
+from mailbridge.pipeline.types import Envelope, RawMessage, Source
+from tests.conftest import Factory
+
+BOUND = "eng@company.example"
+
+
+@pytest.fixture(autouse=True)
+def eng(make: Factory) -> None:
+    make.group("eng")
+    make.binding(BOUND, "eng", senders="anyone")
+
+
+def mail(message_id: str, subject: str, *, refs: str = "", **headers: str) -> bytes:
+    lines = [
+        "From: Bob <bob@company.example>",
+        f"To: {BOUND}",
+        f"Subject: {subject}",
+        f"Message-ID: <{message_id}>",
+    ]
+    if refs:
+        lines += [
+            f"In-Reply-To: <{refs.split()[-1]}>",
+            "References: " + " ".join(f"<{r}>" for r in refs.split()),
+        ]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\nBody of " + message_id + "\r\n").encode()
+
+
+def deliver(pipeline: Pipeline, data: bytes) -> int:
+    raw = RawMessage(data, Envelope("bob@company.example", (BOUND,)), Source.SMTP)
+    outcome = pipeline.deliver(raw).outcomes[BOUND]
+    assert outcome.post_id is not None, outcome.reason
+    return outcome.post_id
+
+
+def thread_of(db: Database, post_id: int) -> int:
+    with db.reader() as session:
+        return session.get_one(Post, post_id).thread_id
+
+
+def test_a_parent_arriving_after_its_reply_joins_and_adopts_it(
+    pipeline: Pipeline, db: Database
+) -> None:
+    reply = deliver(pipeline, mail("b@x", "Re: Plan", refs="a@x"))
+    parent = deliver(pipeline, mail("a@x", "Plan"))
+    assert thread_of(db, reply) == thread_of(db, parent)
+    with db.reader() as session:
+        assert session.get_one(Post, reply).parent_id == parent
+
+
+def test_siblings_of_a_missing_parent_share_a_thread(pipeline: Pipeline, db: Database) -> None:
+    first = deliver(pipeline, mail("b@x", "Re: Old topic", refs="gone@x"))
+    second = deliver(pipeline, mail("c@x", "Re: Old topic, other branch", refs="gone@x"))
+    assert thread_of(db, first) == thread_of(db, second)
+
+
+def test_a_message_linking_two_threads_merges_them(pipeline: Pipeline, db: Database) -> None:
+    left = deliver(pipeline, mail("l@x", "Left"))
+    right = deliver(pipeline, mail("r@x", "Right", refs="zz@x"))
+    assert thread_of(db, left) != thread_of(db, right)
+    # r@x's missing parent zz@x turns up, itself a reply to l@x.
+    link = deliver(pipeline, mail("zz@x", "Re: Left", refs="l@x"))
+    assert thread_of(db, left) == thread_of(db, right) == thread_of(db, link)
+    with db.reader() as session:
+        thread = session.get_one(Thread, thread_of(db, left))
+        assert thread.post_count == 3
+        assert session.scalar(select(Thread).where(Thread.id != thread.id)) is None
+        kinds = session.scalars(select(Event.kind)).all()
+    assert "threads.merged" in kinds
+
+
+def thread_index(conversation: bytes, replies: int) -> str:
+    return base64.b64encode(conversation + b"\x01\x02\x03\x04\x05" * replies).decode()
+
+
+def test_outlook_thread_index_threads_mail_without_references(
+    pipeline: Pipeline, db: Database
+) -> None:
+    conversation = bytes(range(22))
+    first = deliver(pipeline, mail("o1@x", "Budget", Thread_Index=thread_index(conversation, 0)))
+    second = deliver(
+        pipeline, mail("o2@x", "AW: Budget 2027", Thread_Index=thread_index(conversation, 1))
+    )
+    other = deliver(
+        pipeline, mail("o3@x", "AW: Budget 2027", Thread_Index=thread_index(bytes(22), 1))
+    )
+    assert thread_of(db, first) == thread_of(db, second)
+    assert thread_of(db, other) != thread_of(db, first)
+
+
+def test_a_reply_subject_without_references_joins_a_recent_thread(
+    pipeline: Pipeline, db: Database
+) -> None:
+    original = deliver(pipeline, mail("s1@x", "[eng] Coffee machine"))
+    reply = deliver(pipeline, mail("s2@x", "RE: AW: [eng] Coffee machine"))
+    fresh = deliver(pipeline, mail("s3@x", "Coffee machine"))
+    assert thread_of(db, reply) == thread_of(db, original)
+    assert thread_of(db, fresh) != thread_of(db, original), "no Re: prefix, a new topic"
+
+
+def test_the_subject_fallback_ignores_stale_threads(pipeline: Pipeline, db: Database) -> None:
+    original = deliver(pipeline, mail("t1@x", "Quarterly report"))
+    with db.transaction() as session:
+        thread = session.get_one(Thread, thread_of(db, original))
+        session.execute(
+            update(Thread)
+            .where(Thread.id == thread.id)
+            .values(last_activity_at=thread.last_activity_at - timedelta(days=90))
+        )
+    reply = deliver(pipeline, mail("t2@x", "Re: Quarterly report"))
+    assert thread_of(db, reply) != thread_of(db, original)
+
+
+def test_mail_without_message_id_gets_a_stable_one(pipeline: Pipeline, db: Database) -> None:
+    data = mail("x@x", "No id").replace(b"Message-ID: <x@x>\r\n", b"")
+    post = deliver(pipeline, data)
+    again = pipeline.deliver(
+        RawMessage(b"Received: by relay\r\n" + data, Envelope("", (BOUND,)), Source.IMAP)
+    ).outcomes[BOUND]
+    assert again.post_id is None
+    assert again.reason.startswith(f"duplicate of post {post}")
+    with db.reader() as session:
+        assert session.get_one(Post, post).message_id.startswith("derived.")
