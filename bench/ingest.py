@@ -13,6 +13,7 @@ every message became a post in the right number of threads.
 from __future__ import annotations
 
 import argparse
+import email.policy
 import os
 import random
 import smtplib
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -83,8 +85,8 @@ def make_messages(count: int, seed: int = 7) -> list[tuple[str, bytes]]:
             message["In-Reply-To"] = f"<{chain[-1]}>"
             message["References"] = " ".join(f"<{mid}>" for mid in chain[-10:])
         body = " ".join(rng.choice(WORDS) for _ in range(650))  # about 4 KB
-        message.set_content(body + "\n")
-        messages.append((str(message["To"]), message.as_bytes()))
+        message.set_content(textwrap.fill(body, 72) + "\n")
+        messages.append((str(message["To"]), message.as_bytes(policy=email.policy.SMTP)))
         last_in_thread[thread] = [*chain, f"bench-{n}@company.example"]
     return messages
 

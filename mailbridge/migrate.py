@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 import migrations
+from feed.db import ensure_sqlite_folder
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
@@ -21,6 +22,7 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade_database(database_url: str, revision: str = "head") -> None:
+    ensure_sqlite_folder(database_url)
     command.upgrade(alembic_config(database_url), revision)
 
 

@@ -127,6 +127,7 @@ class WebServer:
 
     def __init__(self, settings: Settings, db: Database) -> None:
         from waitress.server import create_server
+
         from web.app import create_app
 
         app = create_app(settings, db)

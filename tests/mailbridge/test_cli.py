@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -104,3 +113,68 @@ def test_commands_refuse_an_unmigrated_database(
     assert "mailbridge db upgrade" in err
     assert run(capsys, "db", "upgrade")[0] == 0
     assert run(capsys, "binding", "list")[0] == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"mailbridge serve exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@pytest.mark.slow
+def test_serve_accepts_mail_and_serves_it_over_the_api(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "user", "add", "alice@company.example", "--name", "Alice")
+    run(capsys, "group", "add", "eng", "--name", "Engineering")
+    run(capsys, "member", "add", "eng", "alice@company.example")
+    run(capsys, "binding", "add", "eng@company.example", "--group", "eng")
+    token = run(capsys, "token", "create", "alice@company.example")[1].split()[-1]
+    smtp_port, lmtp_port, http_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        **cli_env,
+        "MAILBRIDGE_SMTP_LISTEN": f"127.0.0.1:{smtp_port}",
+        "MAILBRIDGE_LMTP_LISTEN": f"127.0.0.1:{lmtp_port}",
+        "MAILBRIDGE_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailbridge.cli", "serve"], env=env, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_port(smtp_port, process)
+        wait_for_port(http_port, process)
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = (
+            "alice@company.example",
+            "eng@company.example",
+            "Hello from serve",
+        )
+        message.set_content("It works.\n")
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+            assert client.send_message(message) == {}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/api/v1/groups/eng/threads",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            threads = json.load(response)["threads"]
+        assert [t["subject"] for t in threads] == ["Hello from serve"]
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        assert process.stderr is not None
+        process.stderr.close()

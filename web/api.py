@@ -1,0 +1,100 @@
+"""The JSON API, `/api/v1`: read-only, bearer-token authenticated.
+
+Every view validates its parameters, asks `web.queries` (which applies the
+visibility rule) and serialises; a group the caller may not see is a 404
+exactly like a missing one. No cookies are read here, so no CSRF check.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, jsonify, request
+
+from feed.inbound import InboundStatus
+from web import queries
+from web.access import can_read_inbound
+from web.auth import current_viewer, require_bearer_token
+from web.context import web_context
+from web.downloads import attachment_response
+from web.paging import read_cursor, read_limit, write_cursor
+from web.serialize import group_json, inbound_json, thread_json, thread_summary_json
+
+blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+blueprint.before_request(require_bearer_token)
+
+THREADS_LIMIT = (50, 200)  # (default, maximum)
+POSTS_LIMIT = (500, 500)
+INBOUND_LIMIT = (50, 200)
+STATUSES = ", ".join(status.value for status in InboundStatus)
+
+
+@blueprint.get("/groups")
+def groups() -> Response:
+    with web_context().db.reader() as session:
+        found = queries.list_groups(session, current_viewer())
+    return jsonify(groups=[group_json(group) for group in found])
+
+
+@blueprint.get("/groups/<slug>/threads")
+def group_threads(slug: str) -> Response:
+    context = web_context()
+    limit = read_limit(*THREADS_LIMIT)
+    with context.db.reader() as session:
+        group = queries.find_group(session, current_viewer(), slug)
+        if group is None:
+            abort(404, f"no group {slug!r}")
+        after = read_cursor(context.cursors, "threads", group.id)
+        page = queries.list_threads(session, group.id, after, limit)
+    return jsonify(
+        threads=[thread_summary_json(thread) for thread in page.items],
+        next=write_cursor(context.cursors, "threads", group.id, page),
+    )
+
+
+@blueprint.get("/threads/<int:thread_id>")
+def thread(thread_id: int) -> Response:
+    context = web_context()
+    limit = read_limit(*POSTS_LIMIT)
+    with context.db.reader() as session:
+        head = queries.find_thread(session, current_viewer(), thread_id)
+        if head is None:
+            abort(404, f"no thread {thread_id}")
+        after = read_cursor(context.cursors, "posts", thread_id)
+        page = queries.list_posts(session, thread_id, after, limit)
+    next_cursor = write_cursor(context.cursors, "posts", thread_id, page)
+    return jsonify(thread_json(head, page.items, next_cursor))
+
+
+@blueprint.get("/attachments/<int:attachment_id>")
+def attachment(attachment_id: int) -> Response:
+    context = web_context()
+    with context.db.reader() as session:
+        found = queries.find_attachment(session, current_viewer(), attachment_id)
+    if found is None:
+        abort(404, f"no attachment {attachment_id}")
+    return attachment_response(context.blobs, found)
+
+
+@blueprint.get("/inbound")
+def inbound() -> Response:
+    context = web_context()
+    if not can_read_inbound(current_viewer()):
+        abort(403, "only administrators may read the inbound log")
+    status = _read_status()
+    limit = read_limit(*INBOUND_LIMIT)
+    after = read_cursor(context.cursors, "inbound", 0)
+    with context.db.reader() as session:
+        page = queries.list_inbound(session, status, after, limit)
+    return jsonify(
+        inbound=[inbound_json(entry) for entry in page.items],
+        next=write_cursor(context.cursors, "inbound", 0, page),
+    )
+
+
+def _read_status() -> InboundStatus | None:
+    raw = request.args.get("status")
+    if raw is None:
+        return None
+    try:
+        return InboundStatus(raw)
+    except ValueError:
+        abort(400, f"status must be one of {STATUSES}, got {raw!r}")

@@ -1,0 +1,106 @@
+"""Server-rendered pages: sign-in, groups, a group's threads, a thread.
+
+Every page but sign-in/out needs a signed-in user (`web.auth`); the same
+queries and visibility rule as the API decide what is shown. Post text is
+rendered autoescaped; `body_html` is never rendered here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from web import queries
+from web.auth import (
+    current_viewer,
+    require_signed_in,
+    safe_next,
+    sign_in,
+    sign_out,
+    viewer_for_token,
+)
+from web.context import web_context
+from web.downloads import attachment_response
+from web.paging import read_cursor, write_cursor
+
+blueprint = Blueprint("pages", __name__)
+blueprint.before_request(require_signed_in)
+
+THREADS_PER_PAGE = 50
+POSTS_PER_PAGE = 200
+
+
+@blueprint.app_template_filter("when")
+def format_when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+@blueprint.get("/login")
+def login() -> str:
+    return render_template("pages/login.html", next=request.args.get("next", ""), error=None)
+
+
+@blueprint.post("/login")
+def login_submit() -> Response | tuple[str, int]:
+    token = request.form.get("token", "").strip()
+    viewer = viewer_for_token(web_context().db, token) if token else None
+    if viewer is None:
+        page = render_template(
+            "pages/login.html",
+            next=request.form.get("next", ""),
+            error="That token is not valid. Ask an administrator for a new one.",
+        )
+        return page, 400
+    sign_in(viewer)
+    return redirect(safe_next(request.form.get("next")))
+
+
+@blueprint.post("/logout")
+def logout() -> Response:
+    sign_out()
+    return redirect(url_for("pages.login"))
+
+
+@blueprint.get("/")
+def index() -> str:
+    with web_context().db.reader() as session:
+        groups = queries.list_groups(session, current_viewer())
+    return render_template("pages/index.html", groups=groups)
+
+
+@blueprint.get("/g/<slug>")
+def group(slug: str) -> str:
+    context = web_context()
+    with context.db.reader() as session:
+        found = queries.find_group(session, current_viewer(), slug)
+        if found is None:
+            abort(404, f"There is no group {slug!r}.")
+        after = read_cursor(context.cursors, "threads", found.id)
+        page = queries.list_threads(session, found.id, after, THREADS_PER_PAGE)
+    older = write_cursor(context.cursors, "threads", found.id, page)
+    return render_template("pages/group.html", group=found, threads=page.items, older=older)
+
+
+@blueprint.get("/t/<int:thread_id>")
+def thread(thread_id: int) -> str:
+    context = web_context()
+    with context.db.reader() as session:
+        head = queries.find_thread(session, current_viewer(), thread_id)
+        if head is None:
+            abort(404, f"There is no thread {thread_id}.")
+        after = read_cursor(context.cursors, "posts", thread_id)
+        page = queries.list_posts(session, thread_id, after, POSTS_PER_PAGE)
+    later = write_cursor(context.cursors, "posts", thread_id, page)
+    return render_template("pages/thread.html", thread=head, posts=page.items, later=later)
+
+
+@blueprint.get("/a/<int:attachment_id>")
+def attachment(attachment_id: int) -> Response:
+    context = web_context()
+    with context.db.reader() as session:
+        found = queries.find_attachment(session, current_viewer(), attachment_id)
+    if found is None:
+        abort(404, f"There is no attachment {attachment_id}.")
+    return attachment_response(context.blobs, found)

@@ -1,0 +1,85 @@
+"""The JSON shapes of the API, built from `web.records`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import url_for
+
+from web.records import (
+    AttachmentInfo,
+    GroupSummary,
+    InboundEntry,
+    PostView,
+    ThreadHead,
+    ThreadSummary,
+)
+
+Json = dict[str, Any]
+
+
+def group_json(group: GroupSummary) -> Json:
+    return {
+        "slug": group.slug,
+        "name": group.name,
+        "private": group.private,
+        "member": group.member,
+    }
+
+
+def thread_summary_json(thread: ThreadSummary) -> Json:
+    return {
+        "id": thread.id,
+        "subject": thread.subject,
+        "post_count": thread.post_count,
+        "last_activity": thread.last_activity.isoformat(),
+    }
+
+
+def thread_json(thread: ThreadHead, posts: tuple[PostView, ...], next_cursor: str | None) -> Json:
+    return {
+        "id": thread.id,
+        "subject": thread.subject,
+        "group": thread.group_slug,
+        "posts": [post_json(post) for post in posts],
+        "next": next_cursor,
+    }
+
+
+def post_json(post: PostView) -> Json:
+    return {
+        "id": post.id,
+        "parent_id": post.parent_id,
+        "author": {"email": post.author_email, "name": post.author_name},
+        "source": post.source,
+        "message_id": post.message_id,
+        "body_text": post.body_text,
+        "elided_text": post.elided_text,
+        "created_at": post.created_at.isoformat(),
+        "attachments": [attachment_json(a) for a in post.attachments],
+    }
+
+
+def attachment_json(attachment: AttachmentInfo) -> Json:
+    return {
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "url": url_for("api.attachment", attachment_id=attachment.id),
+    }
+
+
+def inbound_json(entry: InboundEntry) -> Json:
+    return {
+        "id": entry.id,
+        "received_at": entry.received_at.isoformat(),
+        "source": entry.source,
+        "mail_from": entry.mail_from,
+        "rcpt_to": list(entry.rcpt_to),
+        "message_id": entry.message_id,
+        "subject": entry.subject,
+        "status": entry.status,
+        "reason": entry.reason,
+        "group": entry.group_slug,
+        "post_id": entry.post_id,
+    }
