@@ -49,6 +49,8 @@ class Settings:
     max_message_size: int
     secret_key: str
     max_recipients: int = 50
+    # Delivery worker processes; 0 runs deliveries in threads of the server.
+    workers: int = 0
 
     @property
     def blob_dir(self) -> Path:
@@ -74,6 +76,13 @@ def parse_size(name: str, value: str) -> int:
         raise SettingsError(
             f"{ENV_PREFIX}{name.upper()}: expected a positive number of bytes, got {value!r}"
         )
+    return int(value)
+
+
+def parse_count(name: str, value: str) -> int:
+    """A count of zero or more."""
+    if not value.strip().isdigit():
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}: expected a whole number, got {value!r}")
     return int(value)
 
 
@@ -116,6 +125,7 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "http_listen": parse_listen,
     "max_message_size": parse_size,
     "max_recipients": parse_size,
+    "workers": parse_count,
     "secret_key": _identity,
 }
 
@@ -127,6 +137,7 @@ DEFAULTS: dict[str, str] = {
     "http_listen": "127.0.0.1:8080",
     "max_message_size": str(25 * MIB),
     "max_recipients": "50",
+    "workers": str(os.cpu_count() or 1),
 }
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import signal
 import threading
@@ -18,30 +16,15 @@ from dataclasses import dataclass
 
 from aiosmtpd.smtp import SMTP
 
-from feed.blobs import BlobStore
 from feed.db import Database
 from mailbridge.config import Listen, Settings
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Source
+from mailbridge.runtime import make_pipeline
 from mailbridge.smtp import InboundHandler, MailBridgeLMTP, MailBridgeSMTP
+from mailbridge.workers import Deliverer, make_deliverer
 
 log = logging.getLogger(__name__)
-
-
-def loop_marker(settings: Settings) -> str:
-    """The value our outgoing mail carries so it is recognised if it loops back."""
-    return hmac.new(settings.secret_key.encode(), b"mailbridge-loop", hashlib.sha256).hexdigest()[
-        :32
-    ]
-
-
-def make_pipeline(settings: Settings, db: Database) -> Pipeline:
-    return Pipeline(
-        db=db,
-        blobs=BlobStore(settings.blob_dir),
-        local_domains=frozenset({settings.mail_domain}),
-        loop_marker=loop_marker(settings),
-    )
 
 
 @dataclass
@@ -62,7 +45,12 @@ class MailServers:
 
 
 async def start_mail_servers(
-    settings: Settings, pipeline: Pipeline, *, smtp: Listen | None, lmtp: Listen | None
+    settings: Settings,
+    pipeline: Pipeline,
+    *,
+    smtp: Listen | None,
+    lmtp: Listen | None,
+    deliverer: Deliverer | None = None,
 ) -> MailServers:
     """Listen for SMTP and/or LMTP (a port of 0 picks a free one)."""
     loop = asyncio.get_running_loop()
@@ -73,7 +61,7 @@ async def start_mail_servers(
     ):
         if listen is None:
             continue
-        handler = InboundHandler(pipeline, source, settings.max_recipients)
+        handler = InboundHandler(pipeline, source, settings.max_recipients, deliverer)
         factory = _protocol_factory(cls, handler, settings)
         servers.append(await loop.create_server(factory, listen.host, listen.port))
         log.info("%s listening on %s", source.value.upper(), listen)
@@ -110,8 +98,13 @@ def serve(settings: Settings) -> None:
 
 
 async def _serve_mail(settings: Settings, pipeline: Pipeline) -> None:
+    deliverer = make_deliverer(settings, pipeline)
     servers = await start_mail_servers(
-        settings, pipeline, smtp=settings.smtp_listen, lmtp=settings.lmtp_listen
+        settings,
+        pipeline,
+        smtp=settings.smtp_listen,
+        lmtp=settings.lmtp_listen,
+        deliverer=deliverer,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,6 +113,7 @@ async def _serve_mail(settings: Settings, pipeline: Pipeline) -> None:
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await servers.close()
+    deliverer.close()
 
 
 class WebServer:

@@ -21,6 +21,7 @@ from mailbridge.pipeline.deliver import DeliveryReport, Pipeline
 from mailbridge.pipeline.route import normalize_recipient
 from mailbridge.pipeline.types import Envelope as MailEnvelope
 from mailbridge.pipeline.types import RawMessage, Source
+from mailbridge.workers import Deliverer, ThreadDeliverer
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,17 @@ AIOSMTPD_TOO_BIG = (b"552 Error: Too much mail data", b"552 Error: message size 
 class InboundHandler:
     """aiosmtpd handler: RCPT checks and DATA delivery for one door."""
 
-    def __init__(self, pipeline: Pipeline, source: Source, max_recipients: int = 50) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        source: Source,
+        max_recipients: int = 50,
+        deliverer: Deliverer | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.source = source
         self.max_recipients = max_recipients
+        self.deliverer = deliverer or ThreadDeliverer(pipeline)
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -57,7 +65,7 @@ class InboundHandler:
         data = envelope.original_content or b""
         raw = self._raw(session, envelope, data, tuple(envelope.rcpt_tos))
         try:
-            report = await asyncio.to_thread(self.pipeline.deliver, raw)
+            report = await self.deliverer.deliver(raw)
         except Exception:
             log.exception("delivery failed before any group was reached")
             return self._all(envelope, str(replies.TEMPORARY_FAILURE))

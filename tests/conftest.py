@@ -29,7 +29,7 @@ from feed.users import User
 from mailbridge.config import Listen, Settings
 from mailbridge.migrate import upgrade_database
 from mailbridge.pipeline.deliver import Pipeline
-from mailbridge.server import make_pipeline
+from mailbridge.runtime import make_pipeline
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 TEST_DATABASE_ENV = "MAILBRIDGE_TEST_DATABASE_URL"

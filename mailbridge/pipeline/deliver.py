@@ -88,7 +88,7 @@ class Pipeline:
         """Log a message refused before its content was accepted (RCPT, size)."""
         with self.db.transaction() as session:
             row = _log_row(session, raw, None, None, InboundStatus.REJECTED, reason, size=size)
-            return row.id
+        return row.id
 
     def deliver(self, raw: RawMessage) -> DeliveryReport:
         sha256 = self.blobs.put(raw.data)
@@ -133,6 +133,9 @@ class Pipeline:
         classification = classify_message(
             message, own_domains=self.local_domains, loop_header_value=self.loop_marker
         )
+        if classification.kind is not MailKind.PERSON:
+            with self.db.transaction() as session:
+                return _stopped(session, raw, message, sha256, Ignore(classification.reason), route)
         # Extract is pure and can be slow (HTML conversion): done before the
         # write transaction so the database lock is held only to persist.
         content = extract_content(message)
@@ -140,18 +143,15 @@ class Pipeline:
         now = utcnow()
         with self.db.transaction() as session:
             try:
-                if classification.kind is not MailKind.PERSON:
-                    raise Ignore(classification.reason)
                 post_id = self._post(session, message, message_id, route, content, digests, now)
             except StageStop as stop:
-                row = _log_row(session, raw, message, sha256, stop.status, stop.reason, route)
-                reply = stop.reply or DEFAULT_REPLIES[stop.status]
-                return Outcome(stop.status, stop.reason, reply, None, row.id)
+                return _stopped(session, raw, message, sha256, stop, route)
             reason = f"posted to group {route.group_slug}"
             row = _log_row(
                 session, raw, message, sha256, InboundStatus.ACCEPTED, reason, route, post_id
             )
-            return Outcome(InboundStatus.ACCEPTED, reason, replies.OK_QUEUED, post_id, row.id)
+        # The row's id is assigned by the commit's flush.
+        return Outcome(InboundStatus.ACCEPTED, reason, replies.OK_QUEUED, post_id, row.id)
 
     def _post(
         self,
@@ -174,6 +174,21 @@ class Pipeline:
             NewPost(route.group_id, message_id, message, author, placement, content, digests, now),
         )
         return post.id
+
+
+def _stopped(
+    session: Session,
+    raw: RawMessage,
+    message: ParsedMessage,
+    sha256: str,
+    stop: StageStop,
+    route: Route,
+) -> Outcome:
+    """Record a stage's stop in the inbound log and say what to answer."""
+    row = _log_row(session, raw, message, sha256, stop.status, stop.reason, route)
+    session.flush()
+    reply = stop.reply or DEFAULT_REPLIES[stop.status]
+    return Outcome(stop.status, stop.reason, reply, None, row.id)
 
 
 def _log_row(
@@ -202,5 +217,4 @@ def _log_row(
         post_id=post_id,
     )
     session.add(row)
-    session.flush()
     return row

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from feed.events import EventKind, append_event
@@ -69,7 +69,7 @@ def persist_post(session: Session, new: NewPost) -> Post:
     session.add(post)
     session.flush()
     _record_references(session, post, new.placement.chain)
-    _adopt_orphans(session, post)
+    _adopt_orphans(session, post, new.placement.orphan_ids)
     thread.post_count += 1
     thread.last_activity_at = max(thread.last_activity_at, new.received_at)
     append_event(
@@ -122,26 +122,27 @@ def _merge_into(session: Session, target: Thread, other_id: int) -> None:
 
 
 def _record_references(session: Session, post: Post, chain: tuple[str, ...]) -> None:
-    for position, message_id in enumerate(chain):
-        session.add(
-            PostReference(
-                post_id=post.id,
-                group_id=post.group_id,
-                message_id=message_id,
-                is_parent=position == len(chain) - 1,
-            )
-        )
+    if not chain:
+        return
+    rows = [
+        {
+            "post_id": post.id,
+            "group_id": post.group_id,
+            "message_id": message_id,
+            "is_parent": position == len(chain) - 1,
+        }
+        for position, message_id in enumerate(chain)
+    ]
+    session.execute(insert(PostReference), rows)
 
 
-def _adopt_orphans(session: Session, post: Post) -> None:
+def _adopt_orphans(session: Session, post: Post, orphan_ids: tuple[int, ...]) -> None:
     """Replies that arrived before this post and name it as parent now point to it."""
-    children = select(PostReference.post_id).where(
-        PostReference.group_id == post.group_id,
-        PostReference.message_id == post.message_id,
-        PostReference.is_parent.is_(True),
-    )
+    if not orphan_ids:
+        return
     session.execute(
         update(Post)
-        .where(Post.id.in_(children), Post.parent_id.is_(None), Post.id != post.id)
+        .where(Post.id.in_(orphan_ids), Post.parent_id.is_(None))
         .values(parent_id=post.id)
+        .execution_options(synchronize_session=False)
     )

@@ -49,6 +49,8 @@ class Placement:
     subject_key: str
     conversation_key: bytes | None
     merge_thread_ids: tuple[int, ...] = ()
+    # Replies that arrived first and name this message as their parent.
+    orphan_ids: tuple[int, ...] = ()
 
 
 def derive_message_id(message: ParsedMessage) -> str:
@@ -103,7 +105,8 @@ def resolve_thread(
     conversation = _conversation_key(message.thread_index)
     parent = _nearest_known_ancestor(session, group_id, chain)
     threads = {parent.thread_id} if parent else set()
-    threads |= _threads_sharing_references(session, group_id, {*chain, message_id})
+    sharing, orphans = _posts_sharing_references(session, group_id, message_id, chain)
+    threads |= sharing
     if not threads and conversation is not None:
         threads |= _thread_by_conversation(session, group_id, conversation)
     if not threads and is_reply_subject(message.subject) and key:
@@ -118,6 +121,7 @@ def resolve_thread(
         key,
         conversation,
         tuple(sorted(threads - {target})),
+        orphans,
     )
 
 
@@ -136,14 +140,25 @@ def _nearest_known_ancestor(session: Session, group_id: int, chain: tuple[str, .
     return max(posts, key=lambda p: position[p.message_id], default=None)
 
 
-def _threads_sharing_references(session: Session, group_id: int, ids: set[str]) -> set[int]:
-    rows = session.scalars(
-        select(Post.thread_id)
-        .join(PostReference, PostReference.post_id == Post.id)
-        .where(PostReference.group_id == group_id, PostReference.message_id.in_(ids))
-        .distinct()
+def _posts_sharing_references(
+    session: Session, group_id: int, message_id: str, chain: tuple[str, ...]
+) -> tuple[set[int], tuple[int, ...]]:
+    """Threads of posts that reference this message or its ancestors, and the
+    posts among them whose direct parent is this message (to adopt)."""
+    rows = session.execute(
+        select(
+            Post.thread_id, PostReference.post_id, PostReference.message_id, PostReference.is_parent
+        )
+        .join(Post, PostReference.post_id == Post.id)
+        .where(
+            PostReference.group_id == group_id, PostReference.message_id.in_({*chain, message_id})
+        )
+    ).all()
+    threads = {row.thread_id for row in rows}
+    orphans = tuple(
+        sorted({row.post_id for row in rows if row.is_parent and row.message_id == message_id})
     )
-    return set(rows)
+    return threads, orphans
 
 
 def _thread_by_conversation(session: Session, group_id: int, key: bytes) -> set[int]:
