@@ -23,7 +23,7 @@ from feed.posts import Post
 from mailbridge.config import Settings
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Envelope, RawMessage, Source
-from tests.conftest import MAIL_DOMAIN
+from tests.conftest import MAIL_DOMAIN, Factory
 from web.app import create_app
 
 SENDER = "alice@company.example"
@@ -103,6 +103,18 @@ def _compose(
             item.data, maintype=maintype, subtype=subtype, filename=item.filename
         )
     return message.as_bytes(policy=SMTP)
+
+
+@pytest.fixture
+def eng_and_hr(make: Factory) -> None:
+    """A public group (eng) and a private one (hr) that Bob is in and Eve is not."""
+    make.group("eng")
+    make.group("hr", private=True)
+    make.binding(address("eng"), "eng", senders="anyone")
+    make.binding(address("hr"), "hr", senders="anyone")
+    make.user("bob@company.example", "Bob")
+    make.member("hr", "bob@company.example")
+    make.user("eve@company.example", "Eve")
 
 
 @pytest.fixture

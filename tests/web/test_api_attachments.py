@@ -6,21 +6,15 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import Factory
-from tests.web.conftest import File, Mailer, address, api_get
+from tests.web.conftest import File, Mailer, api_get
 
 PDF = File("Résumé plan.pdf", "application/pdf", b"%PDF-1.4\n\x00\xff binary bytes")
 PAGE = File("evil.html", "text/html", b"<script>alert(document.cookie)</script>")
 
 
 @pytest.fixture(autouse=True)
-def groups(make: Factory) -> None:
-    make.group("eng")
-    make.group("hr", private=True)
-    make.binding(address("eng"), "eng", senders="anyone")
-    make.binding(address("hr"), "hr", senders="anyone")
-    make.user("bob@company.example")
-    make.member("hr", "bob@company.example")
-    make.user("eve@company.example")
+def groups(eng_and_hr: None) -> None:
+    """Every test here starts with the public eng and private hr groups."""
 
 
 def attachment_urls(client: FlaskClient, mailer: Mailer, post_id: int, token: str) -> list[str]:

@@ -8,18 +8,12 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import Factory
-from tests.web.conftest import QUOTED_REPLY, File, Mailer, address, api_get
+from tests.web.conftest import QUOTED_REPLY, File, Mailer, api_get
 
 
 @pytest.fixture(autouse=True)
-def groups(make: Factory) -> None:
-    make.group("eng")
-    make.group("hr", private=True)
-    make.binding(address("eng"), "eng", senders="anyone")
-    make.binding(address("hr"), "hr", senders="anyone")
-    make.user("bob@company.example", "Bob")
-    make.member("hr", "bob@company.example")
-    make.user("eve@company.example", "Eve")
+def groups(eng_and_hr: None) -> None:
+    """Every test here starts with the public eng and private hr groups."""
 
 
 @pytest.fixture

@@ -9,18 +9,12 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import Factory
-from tests.web.conftest import QUOTED_REPLY, File, Mailer, address, csrf_token_in, sign_in
+from tests.web.conftest import QUOTED_REPLY, File, Mailer, csrf_token_in, sign_in
 
 
 @pytest.fixture(autouse=True)
-def groups(make: Factory) -> None:
-    make.group("eng")
-    make.group("hr", private=True)
-    make.binding(address("eng"), "eng", senders="anyone")
-    make.binding(address("hr"), "hr", senders="anyone")
-    make.user("bob@company.example", "Bob")
-    make.user("eve@company.example", "Eve")
-    make.member("hr", "bob@company.example")
+def groups(eng_and_hr: None) -> None:
+    """Every test here starts with the public eng and private hr groups."""
 
 
 @pytest.fixture
