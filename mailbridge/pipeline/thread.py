@@ -53,6 +53,14 @@ class Placement:
     orphan_ids: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class Ancestor:
+    """The nearest known post in a message's references: id and thread only."""
+
+    id: int
+    thread_id: int
+
+
 def derive_message_id(message: ParsedMessage) -> str:
     """A stable id for mail that has none (RFC 5322 §3.6.4 only says SHOULD).
 
@@ -130,14 +138,19 @@ def _conversation_key(thread_index: str | None) -> bytes | None:
     return parsed[0] if parsed else None
 
 
-def _nearest_known_ancestor(session: Session, group_id: int, chain: tuple[str, ...]) -> Post | None:
+def _nearest_known_ancestor(
+    session: Session, group_id: int, chain: tuple[str, ...]
+) -> Ancestor | None:
     if not chain:
         return None
-    posts = session.scalars(
-        select(Post).where(Post.group_id == group_id, Post.message_id.in_(chain))
+    rows = session.execute(
+        select(Post.id, Post.thread_id, Post.message_id).where(
+            Post.group_id == group_id, Post.message_id.in_(chain)
+        )
     ).all()
     position = {mid: i for i, mid in enumerate(chain)}
-    return max(posts, key=lambda p: position[p.message_id], default=None)
+    nearest = max(rows, key=lambda row: position[row.message_id], default=None)
+    return Ancestor(nearest.id, nearest.thread_id) if nearest else None
 
 
 def _posts_sharing_references(
