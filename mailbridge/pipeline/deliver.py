@@ -32,6 +32,7 @@ from mailbridge.pipeline.thread import (
     find_duplicate,
     lock_group_for_threading,
     resolve_thread,
+    storable_id,
 )
 from mailbridge.pipeline.types import (
     Ignore,
@@ -93,7 +94,7 @@ class Pipeline:
     def deliver(self, raw: RawMessage) -> DeliveryReport:
         sha256 = self.blobs.put(raw.data)
         message = parse_message(raw.data)
-        message_id = message.message_id or derive_message_id(message)
+        message_id = storable_id(message.message_id or derive_message_id(message))
         with self.db.reader() as session:
             routes = route_message(session, raw.envelope.rcpt_tos)
         if not routes:
@@ -207,7 +208,7 @@ def _log_row(
         remote=raw.envelope.remote[:255],
         mail_from=raw.envelope.mail_from[:998],
         rcpt_to=",".join(route.recipients if route else raw.envelope.rcpt_tos),
-        message_id=(message.message_id or None) if message else None,
+        message_id=storable_id(message.message_id) if message and message.message_id else None,
         subject=(message.subject[:998] if message else ""),
         sha256=sha256,
         size=len(raw.data) or size,

@@ -22,6 +22,7 @@ from mailbridge.pipeline.extract import Content
 from mailbridge.pipeline.thread import Placement
 
 MAX_SUBJECT = 998  # RFC 5322 §2.1.1 line limit
+MAX_ADDRESS = 320  # RFC 5321 §4.5.3.1: 64-octet local part, 255-octet domain
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def persist_post(session: Session, new: NewPost) -> Post:
         group_id=new.group_id,
         parent_id=new.placement.parent_id,
         author_id=new.author.user_id,
-        author_email=new.author.email,
+        author_email=new.author.email[:MAX_ADDRESS],
         author_name=new.author.name[:200],
         source="email",
         message_id=new.message_id,

@@ -36,6 +36,7 @@ from mailbridge.threader import (
 # A References header can be arbitrarily long; the newest ancestors matter.
 MAX_REFERENCES = 100
 SUBJECT_KEY_LENGTH = 255
+MAX_ID_LENGTH = 250
 SUBJECT_FALLBACK_WINDOW = timedelta(days=30)
 
 
@@ -90,6 +91,19 @@ def lock_group_for_threading(session: Session, group_id: int) -> None:
     session.execute(select(Group.id).where(Group.id == group_id).with_for_update())
 
 
+def storable_id(message_id: str) -> str:
+    """The id as stored: itself, or a stable stand-in when it is too long to index.
+
+    RFC 5322 sets no length on a Message-ID, but a column must; a longer id is
+    replaced by a hash of itself, the same for the message and for every
+    reference to it, so threading and duplicate detection still match.
+    """
+    if len(message_id) <= MAX_ID_LENGTH:
+        return message_id
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"long.{digest}@mailbridge.invalid"
+
+
 def find_duplicate(session: Session, group_id: int, message_id: str) -> int | None:
     """The post that already holds this Message-ID in the group, if any."""
     return session.scalar(
@@ -105,9 +119,12 @@ def resolve_thread(
     session: Session, message: ParsedMessage, message_id: str, group_id: int, now: datetime
 ) -> Placement:
     chain = tuple(
-        references_chain(message.in_reply_to, message.references, message_id=message_id)[
-            -MAX_REFERENCES:
-        ]
+        dict.fromkeys(
+            storable_id(ref)
+            for ref in references_chain(
+                message.in_reply_to, message.references, message_id=message_id
+            )[-MAX_REFERENCES:]
+        )
     )
     key = subject_key(message.subject)
     conversation = _conversation_key(message.thread_index)

@@ -136,3 +136,19 @@ def test_mail_without_message_id_gets_a_stable_one(pipeline: Pipeline, db: Datab
     assert again.reason.startswith(f"duplicate of post {post}")
     with db.reader() as session:
         assert session.get_one(Post, post).message_id.startswith("derived.")
+
+
+def test_oversized_ids_and_addresses_are_stored_not_retried_forever(
+    pipeline: Pipeline, db: Database
+) -> None:
+    long_id = "x" * 2000 + "@company.example"
+    long_sender = "a" * 400 + "@company.example"
+    parent = deliver(
+        pipeline, mail(long_id, "Huge id").replace(b"bob@company.example", long_sender.encode())
+    )
+    reply = deliver(pipeline, mail("r@x", "Re: Huge id", refs=long_id))
+    assert thread_of(db, reply) == thread_of(db, parent)
+    again = pipeline.deliver(
+        RawMessage(mail(long_id, "Huge id"), Envelope("", (BOUND,)), Source.SMTP)
+    ).outcomes[BOUND]
+    assert again.reason.startswith(f"duplicate of post {parent}")
