@@ -107,11 +107,12 @@ def _merge_into(session: Session, target: Thread, other_id: int) -> None:
     """Two threads turned out to be one conversation: move the posts over."""
     other = session.get_one(Thread, other_id, with_for_update=True)
     session.execute(update(Post).where(Post.thread_id == other.id).values(thread_id=target.id))
+    # The conversation is named by its oldest message: decide before the dates merge.
+    if other.created_at < target.created_at or target.subject == "(no subject)":
+        target.subject, target.subject_key = other.subject, other.subject_key
     target.post_count += other.post_count
     target.created_at = min(target.created_at, other.created_at)
     target.last_activity_at = max(target.last_activity_at, other.last_activity_at)
-    if other.created_at < target.created_at or target.subject == "(no subject)":
-        target.subject, target.subject_key = other.subject, other.subject_key
     session.delete(other)
     append_event(
         session,
