@@ -15,6 +15,7 @@ Forwarded mail is kept whole, because there the forwarded text is the point.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -86,6 +87,7 @@ _DATED_HEADER = re.compile(
     r"\d{4}[-/]\d{1,2}[-/]\d{1,2}\s+"
     r"(?:\d{1,2}:\d{2}\s*GMT[+-]\d{1,2}:?\d{2}\s+\S.*|.*<[^<>\s]+@[^<>\s]+>\s*:?)"
 )
+_DATED_START = re.compile(r"\d{4}[-/]\d{1,2}[-/]\d{1,2}\s")
 # A wrapped header must start like one, and not where a sentence ends.
 _HEADER_OPENER = re.compile(
     r"\s*(?:-+\s*)?(?:(?:On|Le|Am|El|Em|Il|Den|Dnia|Op|At|W dniu)\s|\d|[^<>@:]{1,60}<\S*@)"
@@ -254,17 +256,42 @@ def _reply_headers(
     for first, (end, _) in taken.items():
         claimed[first:end] = [True] * (end - first)
     spans: dict[int, tuple[int, str]] = {}
+    candidates = _header_candidates(lines)
     free = 0  # headers never overlap
     for end in range(len(lines)):
         if claimed[end]:
             free = end + 1
             continue
-        for first in range(max(free, end - _MAX_HEADER_LINES + 1), end + 1):
+        start = max(free, end - _MAX_HEADER_LINES + 1)
+        if not any(candidates[start : end + 1]):
+            continue  # no verb and no date line nearby: cannot be a header
+        for first in range(start, end + 1):
             if _is_reply_header(lines[first : end + 1]):  # longest span first
                 spans[first] = (end + 1, _HEADER)
                 free = end + 1
                 break
     return spans
+
+
+def _header_candidates(lines: list[str]) -> list[bool]:
+    """Lines that hold part of a reply verb, or open a dated header.
+
+    `_is_reply_header` needs one or the other in its window; finding them
+    once over the whole text spares it the other windows (most of them).
+    The text is joined as the windows are, so a verb wrapped over two lines
+    marks both.
+    """
+    stripped = [line.strip() for line in lines]
+    marks = [bool(_DATED_START.match(line)) for line in stripped]
+    starts, offset = [], 0
+    for line in stripped:
+        starts.append(offset)
+        offset += len(line) + 1
+    for verb in _VERB.finditer(" ".join(stripped)):
+        first = bisect.bisect_right(starts, verb.start()) - 1
+        last = bisect.bisect_right(starts, verb.end() - 1) - 1
+        marks[first : last + 1] = [True] * (last - first + 1)
+    return marks
 
 
 def _is_reply_header(lines: list[str]) -> bool:
