@@ -115,9 +115,12 @@ def _in_transaction(settings: Settings, work: Callable[[Session], str]) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from mailbridge.server import serve
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.getLevelName(args.log_level.upper())
+    if not isinstance(level, int):
+        raise CliError(f"unknown log level {args.log_level!r}")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd logs every SMTP command at INFO: only worth it when debugging.
+    logging.getLogger("mail.log").setLevel(max(level, logging.WARNING))
     open_database(settings).dispose()
     serve(settings)
     return 0
