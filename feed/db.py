@@ -32,10 +32,6 @@ class Database:
         writer = self.engine.execution_options(**{WRITE_OPTION: True})
         self._writers = sessionmaker(writer, expire_on_commit=False)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.url.get_backend_name() == "sqlite"
-
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction: committed when the block ends, rolled back on error."""

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     user_add.add_argument("--name", required=True)
     user_add.add_argument("--admin", action="store_true")
     user_add.set_defaults(func=cmd_user_add)
+    user_alias = user.add_parser("alias", help="let a user also post from another address")
+    user_alias.add_argument("email")
+    user_alias.add_argument("alias")
+    user_alias.set_defaults(func=cmd_user_alias)
 
     group = commands.add_parser("group", help="groups").add_subparsers(required=True)
     group_add = group.add_parser("add", help="add a group")
@@ -137,6 +141,13 @@ def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
     return _in_transaction(
         settings,
         lambda s: f"user {admin.add_user(s, args.email, args.name, is_admin=args.admin).email}",
+    )
+
+
+def cmd_user_alias(settings: Settings, args: argparse.Namespace) -> int:
+    return _in_transaction(
+        settings,
+        lambda s: f"{admin.add_user_alias(s, args.email, args.alias).email} -> {args.email}",
     )
 
 

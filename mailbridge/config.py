@@ -56,10 +56,6 @@ class Settings:
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
 
-    @property
-    def index_dir(self) -> Path:
-        return self.data_dir / "index"
-
 
 def parse_listen(name: str, value: str) -> Listen:
     """`HOST:PORT` (IPv6 as `[::1]:2525`) to a `Listen`."""

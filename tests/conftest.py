@@ -12,7 +12,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -112,11 +111,6 @@ def db(settings: Settings) -> Iterator[Database]:
 @pytest.fixture
 def pipeline(settings: Settings, db: Database) -> Pipeline:
     return make_pipeline(settings, db)
-
-
-@pytest.fixture
-def small_limit_settings(settings: Settings) -> Settings:
-    return replace(settings, max_message_size=64 * 1024)
 
 
 class Factory:

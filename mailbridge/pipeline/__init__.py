@@ -6,5 +6,3 @@ Every door (SMTP, LMTP, IMAP, import) hands a `RawMessage` to
 `Pipeline.deliver`; a stage ends the trip by raising `Reject`, `Hold` or
 `Ignore` (types.py), and the outcome is recorded in the inbound log.
 """
-
-STAGES = ("parse", "route", "classify", "authorize", "thread", "extract", "persist")

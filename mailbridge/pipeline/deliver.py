@@ -85,11 +85,10 @@ class Pipeline:
         with self.db.reader() as session:
             return check_recipient(session, address, self.local_domains)
 
-    def record_refusal(self, raw: RawMessage, reason: str, size: int = 0) -> int:
+    def record_refusal(self, raw: RawMessage, reason: str, size: int = 0) -> None:
         """Log a message refused before its content was accepted (RCPT, size)."""
         with self.db.transaction() as session:
-            row = _log_row(session, raw, None, None, InboundStatus.REJECTED, reason, size=size)
-        return row.id
+            _log_inbound(session, raw, None, None, InboundStatus.REJECTED, reason, size=size)
 
     def deliver(self, raw: RawMessage) -> DeliveryReport:
         sha256 = self.blobs.put(raw.data)
@@ -110,8 +109,8 @@ class Pipeline:
     ) -> DeliveryReport:
         reason = "no envelope recipient is bound to a group"
         with self.db.transaction() as session:
-            row = _log_row(session, raw, message, sha256, InboundStatus.REJECTED, reason)
-        outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT, None, row.id)
+            _log_inbound(session, raw, message, sha256, InboundStatus.REJECTED, reason)
+        outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT)
         return DeliveryReport(dict.fromkeys(raw.envelope.rcpt_tos, outcome))
 
     def _deliver_with_retry(
@@ -148,11 +147,8 @@ class Pipeline:
             except StageStop as stop:
                 return _stopped(session, raw, message, sha256, stop, route)
             reason = f"posted to group {route.group_slug}"
-            row = _log_row(
-                session, raw, message, sha256, InboundStatus.ACCEPTED, reason, route, post_id
-            )
-        # The row's id is assigned by the commit's flush.
-        return Outcome(InboundStatus.ACCEPTED, reason, replies.OK_QUEUED, post_id, row.id)
+            _log_inbound(session, raw, message, sha256, InboundStatus.ACCEPTED, reason, route, post_id)
+        return Outcome(InboundStatus.ACCEPTED, reason, replies.OK_QUEUED, post_id)
 
     def _post(
         self,
@@ -186,13 +182,11 @@ def _stopped(
     route: Route,
 ) -> Outcome:
     """Record a stage's stop in the inbound log and say what to answer."""
-    row = _log_row(session, raw, message, sha256, stop.status, stop.reason, route)
-    session.flush()
-    reply = stop.reply or DEFAULT_REPLIES[stop.status]
-    return Outcome(stop.status, stop.reason, reply, None, row.id)
+    _log_inbound(session, raw, message, sha256, stop.status, stop.reason, route)
+    return Outcome(stop.status, stop.reason, stop.reply or DEFAULT_REPLIES[stop.status])
 
 
-def _log_row(
+def _log_inbound(
     session: Session,
     raw: RawMessage,
     message: ParsedMessage | None,
@@ -202,7 +196,7 @@ def _log_row(
     route: Route | None = None,
     post_id: int | None = None,
     size: int = 0,
-) -> InboundLog:
+) -> None:
     row = InboundLog(
         source=str(raw.source),
         remote=raw.envelope.remote[:255],
@@ -218,4 +212,3 @@ def _log_row(
         post_id=post_id,
     )
     session.add(row)
-    return row

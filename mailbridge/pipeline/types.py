@@ -89,7 +89,6 @@ class Outcome:
     reason: str
     reply: Reply
     post_id: int | None = None
-    inbound_id: int | None = None
 
     @property
     def accepted(self) -> bool:

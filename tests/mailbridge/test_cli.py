@@ -43,6 +43,8 @@ def test_admin_commands_set_up_a_group(
     assert run(capsys, "user", "add", "Alice@Company.example", "--name", "Alice")[0] == 0
     assert run(capsys, "group", "add", "eng", "--name", "Engineering", "--private")[0] == 0
     assert run(capsys, "member", "add", "eng", "alice@company.example")[0] == 0
+    code, out, _ = run(capsys, "user", "alias", "alice@company.example", "a.martin@company.example")
+    assert (code, out.strip()) == (0, "a.martin@company.example -> alice@company.example")
     code, out, _ = run(
         capsys,
         "binding",

@@ -9,6 +9,7 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import func, select
 
+from feed import admin
 from feed.db import Database
 from feed.inbound import InboundLog
 from feed.posts import Post
@@ -245,3 +246,16 @@ def test_it_limits_recipients_per_message(eng: Factory, served: Served) -> None:
         codes = [client.rcpt("eng@company.example")[0] for _ in range(51)]
     assert codes[:50] == [250] * 50
     assert codes[50] == 452
+
+
+def test_a_member_may_post_from_an_alias_and_is_the_author(
+    eng: Factory, served: Served, db: Database
+) -> None:
+    with eng.db.transaction() as session:
+        admin.add_user_alias(session, "bob@company.example", "Bob.Stone@Home.example")
+    with smtp(served) as client:
+        assert client.send_message(make_mail(sender="bob.stone@home.example")) == {}
+    with db.reader() as session:
+        post = session.scalars(select(Post)).one()
+        assert (post.author_email, post.author_name) == ("bob.stone@home.example", "Bob Stone")
+        assert post.author_id is not None
