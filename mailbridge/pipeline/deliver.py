@@ -147,7 +147,9 @@ class Pipeline:
             except StageStop as stop:
                 return _stopped(session, raw, message, sha256, stop, route)
             reason = f"posted to group {route.group_slug}"
-            _log_inbound(session, raw, message, sha256, InboundStatus.ACCEPTED, reason, route, post_id)
+            _log_inbound(
+                session, raw, message, sha256, InboundStatus.ACCEPTED, reason, route, post_id
+            )
         return Outcome(InboundStatus.ACCEPTED, reason, replies.OK_QUEUED, post_id)
 
     def _post(
