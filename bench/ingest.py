@@ -122,6 +122,25 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"nothing listens on port {port}")
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (the server's delivery workers)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            pids.extend(process_tree(int(child)))
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process tree, read before it exits."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (proc(5))
+    return total / ticks
+
+
 def peak_rss_mib(pid: int) -> float:
     """Peak resident memory of a process and its children (delivery workers)."""
     total = 0.0
@@ -212,7 +231,9 @@ def main() -> None:
                 null_rate = send_all(null_port, messages, args.connections)
             serve_cmd = [sys.executable, "-m", "mailbridge.cli", "serve", "--log-level=WARNING"]
             with running(serve_cmd, smtp_port, env) as pid:
+                cpu_before = cpu_seconds(pid)
                 rate = send_all(smtp_port, messages, args.connections)
+                cpu = cpu_seconds(pid) - cpu_before
                 rss = peak_rss_mib(pid)
             posts, threads = count_results(url)
     backend = "postgresql" if args.database_url else "sqlite"
@@ -224,6 +245,7 @@ def main() -> None:
     print(f"mailbridge       {rate:8.1f} msg/s")
     print(f"ratio            {rate / null_rate:8.3f}")
     print(f"server peak RSS  {rss:8.1f} MiB (with its worker processes)")
+    print(f"server CPU       {cpu * 1000 / len(messages):8.2f} ms/msg (user + system)")
     print(f"posts / threads  {posts} / {threads}")
     if posts != len(messages) or threads != THREADS:
         raise SystemExit(f"expected {len(messages)} posts in {THREADS} threads")

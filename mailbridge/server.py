@@ -22,7 +22,7 @@ from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Source
 from mailbridge.runtime import make_pipeline
 from mailbridge.smtp import InboundHandler, MailBridgeLMTP, MailBridgeSMTP
-from mailbridge.workers import Deliverer, make_deliverer
+from mailbridge.workers import Deliverer, make_deliverer, thread_deliverer
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ class MailServers:
     """The running SMTP and LMTP listeners."""
 
     servers: list[asyncio.Server]
+    # A deliverer these listeners made for themselves, closed with them.
+    own_deliverer: Deliverer | None = None
 
     @property
     def ports(self) -> list[int]:
@@ -42,6 +44,8 @@ class MailServers:
             server.close()
         for server in self.servers:
             await server.wait_closed()
+        if self.own_deliverer is not None:
+            await self.own_deliverer.close()
 
 
 async def start_mail_servers(
@@ -54,6 +58,9 @@ async def start_mail_servers(
 ) -> MailServers:
     """Listen for SMTP and/or LMTP (a port of 0 picks a free one)."""
     loop = asyncio.get_running_loop()
+    own = None
+    if deliverer is None:
+        deliverer = own = thread_deliverer(pipeline)
     servers = []
     for listen, source, cls in (
         (smtp, Source.SMTP, MailBridgeSMTP),
@@ -61,11 +68,11 @@ async def start_mail_servers(
     ):
         if listen is None:
             continue
-        handler = InboundHandler(pipeline, source, settings.max_recipients, deliverer)
+        handler = InboundHandler(pipeline, source, deliverer, settings.max_recipients)
         factory = _protocol_factory(cls, handler, settings)
         servers.append(await loop.create_server(factory, listen.host, listen.port))
         log.info("%s listening on %s", source.value.upper(), listen)
-    return MailServers(servers)
+    return MailServers(servers, own)
 
 
 def _protocol_factory(
@@ -113,7 +120,7 @@ async def _serve_mail(settings: Settings, pipeline: Pipeline) -> None:
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await servers.close()
-    deliverer.close()
+    await deliverer.close()
 
 
 class WebServer:

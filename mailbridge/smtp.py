@@ -2,8 +2,8 @@
 
 The protocol handlers only translate: RCPT is checked against bindings
 (550 5.1.1 unknown, 550 5.7.1 relaying denied: never an open relay), DATA
-goes through `Pipeline.deliver` in a worker thread, and the reply is sent only
-once that returns, that is after the commit. LMTP answers once per recipient
+goes to the `Deliverer` (batched, in worker processes), and the reply is
+sent only once that returns, that is after the commit. LMTP answers once per recipient
 after DATA (RFC 2033 §4.2).
 """
 
@@ -21,7 +21,7 @@ from mailbridge.pipeline.deliver import DeliveryReport, Pipeline
 from mailbridge.pipeline.route import normalize_recipient
 from mailbridge.pipeline.types import Envelope as MailEnvelope
 from mailbridge.pipeline.types import RawMessage, Source
-from mailbridge.workers import Deliverer, ThreadDeliverer
+from mailbridge.workers import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,13 @@ class InboundHandler:
         self,
         pipeline: Pipeline,
         source: Source,
+        deliverer: Deliverer,
         max_recipients: int = 50,
-        deliverer: Deliverer | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
         self.max_recipients = max_recipients
-        self.deliverer = deliverer or ThreadDeliverer(pipeline)
+        self.deliverer = deliverer
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

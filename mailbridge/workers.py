@@ -1,10 +1,16 @@
-"""Where `Pipeline.deliver` runs: worker processes, or threads of this process.
+"""Where deliveries run: batched, in worker processes or in threads.
 
 Parsing, trimming and the ORM are CPU work in Python, and threads share one
-interpreter lock; worker processes let a delivery use every core while the
+interpreter lock; worker processes let deliveries use every core while the
 asyncio loop keeps talking SMTP. Each worker builds its own `Pipeline` (its
-own database engine) from the settings. A worker that dies makes that
-delivery a temporary failure (the client retries) and the pool is rebuilt.
+own database engine) from the settings.
+
+Deliveries are batched (group commit): each of `lanes` runners takes every
+message waiting when it becomes free and hands them to one
+`Pipeline.deliver_batch`, one transaction and one commit for all. Under load
+the batches grow by themselves; an idle server delivers each message alone,
+at once. A worker that dies makes its batch a temporary failure (the clients
+retry; nothing was committed) and the pool is rebuilt.
 """
 
 from __future__ import annotations
@@ -12,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Protocol
 
 from feed.db import Database
 from mailbridge.config import Settings
@@ -24,32 +30,80 @@ from mailbridge.runtime import make_pipeline
 
 log = logging.getLogger(__name__)
 
+# Enough to amortise a commit, small enough that a batch's slowest message
+# does not hold the others' answers for long.
+MAX_BATCH = 32
+# Runners when deliveries run in threads of this process.
+THREAD_LANES = 2
+
+BatchRunner = Callable[[Sequence[RawMessage]], Awaitable[list[DeliveryReport]]]
+
 # The pipeline of this worker process, built once by `_start_worker`. A
 # process pool's initializer can only hand state to later tasks this way.
 _worker_pipeline: Pipeline | None = None
 
 
-class Deliverer(Protocol):
-    async def deliver(self, raw: RawMessage) -> DeliveryReport: ...
+class Deliverer:
+    """Queues messages and delivers them in batches through `run_batch`."""
 
-    def close(self) -> None: ...
-
-
-class ThreadDeliverer:
-    """Runs deliveries in the default thread pool of the running loop."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
+    def __init__(
+        self,
+        run_batch: BatchRunner,
+        lanes: int,
+        on_close: Callable[[], None] | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.run_batch = run_batch
+        self.lanes = lanes
+        self.max_batch = max_batch
+        self.on_close = on_close
+        self._queue: asyncio.Queue[tuple[RawMessage, asyncio.Future[DeliveryReport]]] | None
+        self._queue = None
+        self._runners: list[asyncio.Task[None]] = []
 
     async def deliver(self, raw: RawMessage) -> DeliveryReport:
-        return await asyncio.to_thread(self.pipeline.deliver, raw)
+        """The report for `raw`, once its batch is committed (or failed)."""
+        queue = self._started()
+        answer: asyncio.Future[DeliveryReport] = asyncio.get_running_loop().create_future()
+        queue.put_nowait((raw, answer))
+        return await answer
 
-    def close(self) -> None:
-        return None
+    async def close(self) -> None:
+        """Stop the runners (in the loop that started them), then the workers."""
+        for runner in self._runners:
+            runner.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+        if self.on_close is not None:
+            await asyncio.to_thread(self.on_close)
+
+    def _started(self) -> asyncio.Queue[tuple[RawMessage, asyncio.Future[DeliveryReport]]]:
+        # Created on first use: the queue and tasks belong to the running loop.
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._runners = [asyncio.create_task(self._run(self._queue)) for _ in range(self.lanes)]
+        return self._queue
+
+    async def _run(
+        self, queue: asyncio.Queue[tuple[RawMessage, asyncio.Future[DeliveryReport]]]
+    ) -> None:
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                reports = await self.run_batch([raw for raw, _ in batch])
+            except Exception as exc:
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            for (_, answer), report in zip(batch, reports, strict=True):
+                if not answer.done():  # its SMTP session may have gone away
+                    answer.set_result(report)
 
 
-class ProcessDeliverer:
-    """Runs deliveries in a pool of `processes` worker processes."""
+class WorkerPool:
+    """`processes` worker processes, each with its own pipeline."""
 
     def __init__(self, settings: Settings, processes: int) -> None:
         self.settings = settings
@@ -65,11 +119,11 @@ class ProcessDeliverer:
             initargs=(self.settings,),
         )
 
-    async def deliver(self, raw: RawMessage) -> DeliveryReport:
+    async def deliver_batch(self, raws: Sequence[RawMessage]) -> list[DeliveryReport]:
         loop = asyncio.get_running_loop()
         pool = self.pool
         try:
-            return await loop.run_in_executor(pool, _deliver_in_worker, raw)
+            return await loop.run_in_executor(pool, _deliver_in_worker, list(raws))
         except BrokenProcessPool:
             log.error("a delivery worker died; restarting the worker pool")
             if self.pool is pool:
@@ -81,10 +135,22 @@ class ProcessDeliverer:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def process_deliverer(settings: Settings, processes: int) -> Deliverer:
+    workers = WorkerPool(settings, processes)
+    return Deliverer(workers.deliver_batch, lanes=processes, on_close=workers.close)
+
+
+def thread_deliverer(pipeline: Pipeline) -> Deliverer:
+    async def run(raws: Sequence[RawMessage]) -> list[DeliveryReport]:
+        return await asyncio.to_thread(pipeline.deliver_batch, raws)
+
+    return Deliverer(run, lanes=THREAD_LANES)
+
+
 def make_deliverer(settings: Settings, pipeline: Pipeline) -> Deliverer:
     if settings.workers > 0:
-        return ProcessDeliverer(settings, settings.workers)
-    return ThreadDeliverer(pipeline)
+        return process_deliverer(settings, settings.workers)
+    return thread_deliverer(pipeline)
 
 
 def _start_worker(settings: Settings) -> None:
@@ -92,7 +158,7 @@ def _start_worker(settings: Settings) -> None:
     _worker_pipeline = make_pipeline(settings, Database(settings.database_url))
 
 
-def _deliver_in_worker(raw: RawMessage) -> DeliveryReport:
+def _deliver_in_worker(raws: list[RawMessage]) -> list[DeliveryReport]:
     if _worker_pipeline is None:
         raise RuntimeError("delivery worker started without its pipeline")
-    return _worker_pipeline.deliver(raw)
+    return _worker_pipeline.deliver_batch(raws)

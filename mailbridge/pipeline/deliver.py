@@ -1,16 +1,17 @@
-"""The orchestrator: one inbound message through every stage, for every group.
+"""The orchestrator: inbound messages through every stage, for every group.
 
-parse → route → classify → authorize → thread → extract → persist, one
-transaction per group. Stage stops become recorded outcomes; an unexpected
-error becomes a temporary failure (the sender retries), never a lost message.
+parse → classify → extract (pure, outside the database lock), then route →
+authorize → thread → persist in one write transaction for a batch of
+messages, a savepoint per message and group. Stage stops become recorded
+outcomes; an unexpected error becomes a temporary failure (the sender
+retries), never a lost message.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -22,15 +23,21 @@ from feed.inbound import InboundLog, InboundStatus
 from mailbridge import replies
 from mailbridge.message import ParsedMessage
 from mailbridge.pipeline.authorize import authorize_sender
-from mailbridge.pipeline.classify import MailKind, classify_message
+from mailbridge.pipeline.classify import Classification, MailKind, classify_message
 from mailbridge.pipeline.extract import Content, extract_content
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
-from mailbridge.pipeline.route import RecipientCheck, Route, check_recipient, route_message
+from mailbridge.pipeline.route import (
+    RecipientCheck,
+    Route,
+    check_recipient,
+    normalize_recipient,
+    route_messages,
+)
 from mailbridge.pipeline.thread import (
     derive_message_id,
     find_duplicate,
-    lock_group_for_threading,
+    lock_groups_for_threading,
     resolve_thread,
     storable_id,
 )
@@ -50,6 +57,8 @@ DEFAULT_REPLIES = {
     InboundStatus.HELD: replies.OK_QUEUED,
     InboundStatus.REJECTED: replies.UNKNOWN_RECIPIENT,
 }
+
+TEMPORARY = Outcome(None, "temporary failure", replies.TEMPORARY_FAILURE)
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,19 @@ class DeliveryReport:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """What the pure stages made of a message, before the database is touched."""
+
+    raw: RawMessage
+    sha256: str
+    message: ParsedMessage
+    message_id: str
+    classification: Classification
+    content: Content | None  # extracted only for a person's mail
+    digests: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Pipeline:
     db: Database
     blobs: BlobStore
@@ -91,100 +113,133 @@ class Pipeline:
             _log_inbound(session, raw, None, None, InboundStatus.REJECTED, reason, size=size)
 
     def deliver(self, raw: RawMessage) -> DeliveryReport:
-        sha256 = self.blobs.put(raw.data)
-        message = parse_message(raw.data)
-        message_id = storable_id(message.message_id or derive_message_id(message))
-        with self.db.reader() as session:
-            routes = route_message(session, raw.envelope.rcpt_tos)
-        if not routes:
-            return self._refuse_unrouted(raw, message, sha256)
-        outcomes: dict[str, Outcome] = {}
-        for route in routes:
-            outcome = self._deliver_with_retry(raw, message, message_id, sha256, route)
-            outcomes.update(dict.fromkeys(route.recipients, outcome))
-        return DeliveryReport(outcomes)
+        return self.deliver_batch([raw])[0]
 
-    def _refuse_unrouted(
-        self, raw: RawMessage, message: ParsedMessage, sha256: str
-    ) -> DeliveryReport:
-        reason = "no envelope recipient is bound to a group"
-        with self.db.transaction() as session:
-            _log_inbound(session, raw, message, sha256, InboundStatus.REJECTED, reason)
-        outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT)
-        return DeliveryReport(dict.fromkeys(raw.envelope.rcpt_tos, outcome))
+    def deliver_batch(self, raws: Sequence[RawMessage]) -> list[DeliveryReport]:
+        """Deliver messages together: one report each, all after one commit.
 
-    def _deliver_with_retry(
-        self, raw: RawMessage, message: ParsedMessage, message_id: str, sha256: str, route: Route
-    ) -> Outcome:
+        Parsing, classification, extraction and the blob writes run first,
+        outside the database lock. Then one write transaction: each message's
+        work for each group runs in its own savepoint, so a failure undoes
+        only that message's rows, and a single commit (a single WAL fsync on
+        SQLite) makes the whole batch durable. Nothing is reported before
+        that commit, so no 250 ever precedes durability (group commit).
+        """
+        prepared = [self._prepare(raw) for raw in raws]
+        try:
+            with self.db.transaction() as session:
+                return self._write(session, raws, prepared)
+        except Exception:
+            log.exception("the delivery transaction of %d message(s) failed", len(raws))
+            return [_deferred(raw) for raw in raws]
+
+    def _prepare(self, raw: RawMessage) -> Prepared | None:
+        try:
+            sha256 = self.blobs.put(raw.data)
+            message = parse_message(raw.data)
+            message_id = storable_id(message.message_id or derive_message_id(message))
+            kind = classify_message(
+                message, own_domains=self.local_domains, loop_header_value=self.loop_marker
+            )
+            if kind.kind is not MailKind.PERSON:
+                return Prepared(raw, sha256, message, message_id, kind, None, ())
+            content = extract_content(message)
+            digests = tuple(self.blobs.put(part.data) for part in content.attachments)
+        except Exception:
+            log.exception("preparing a message from %s failed", raw.envelope.mail_from)
+            return None
+        return Prepared(raw, sha256, message, message_id, kind, content, digests)
+
+    def _write(
+        self, session: Session, raws: Sequence[RawMessage], prepared: Sequence[Prepared | None]
+    ) -> list[DeliveryReport]:
+        envelopes = [item.raw.envelope.rcpt_tos if item else () for item in prepared]
+        routes = route_messages(session, envelopes)
+        lock_groups_for_threading(session, (r.group_id for rs in routes for r in rs))
+        reports = []
+        for raw, item, item_routes in zip(raws, prepared, routes, strict=True):
+            if item is None:
+                reports.append(_deferred(raw))
+            elif not item_routes:
+                reports.append(_refuse_unrouted(session, item))
+            else:
+                outcomes: dict[str, Outcome] = {}
+                for route in item_routes:
+                    outcome = self._deliver_in_savepoint(session, item, route)
+                    outcomes.update(dict.fromkeys(route.recipients, outcome))
+                reports.append(DeliveryReport(outcomes))
+        return reports
+
+    def _deliver_in_savepoint(self, session: Session, item: Prepared, route: Route) -> Outcome:
         try:
             try:
-                return self._deliver_to_group(raw, message, message_id, sha256, route)
+                with session.begin_nested():
+                    return self._deliver_to_group(session, item, route)
             except IntegrityError:
                 # A concurrent delivery of the same Message-ID won the race;
                 # the second attempt finds it and records a duplicate.
-                return self._deliver_to_group(raw, message, message_id, sha256, route)
+                with session.begin_nested():
+                    return self._deliver_to_group(session, item, route)
         except Exception:
-            log.exception("delivery of %s to group %s failed", message_id, route.group_slug)
-            return Outcome(None, "temporary failure", replies.TEMPORARY_FAILURE)
+            log.exception("delivery of %s to group %s failed", item.message_id, route.group_slug)
+            return TEMPORARY
 
-    def _deliver_to_group(
-        self, raw: RawMessage, message: ParsedMessage, message_id: str, sha256: str, route: Route
-    ) -> Outcome:
-        classification = classify_message(
-            message, own_domains=self.local_domains, loop_header_value=self.loop_marker
+    def _deliver_to_group(self, session: Session, item: Prepared, route: Route) -> Outcome:
+        if item.content is None:
+            return _stopped(session, item, Ignore(item.classification.reason), route)
+        try:
+            post_id = self._post(session, item, item.content, route)
+        except StageStop as stop:
+            return _stopped(session, item, stop, route)
+        reason = f"posted to group {route.group_slug}"
+        _log_inbound(
+            session,
+            item.raw,
+            item.message,
+            item.sha256,
+            InboundStatus.ACCEPTED,
+            reason,
+            route,
+            post_id,
         )
-        if classification.kind is not MailKind.PERSON:
-            with self.db.transaction() as session:
-                return _stopped(session, raw, message, sha256, Ignore(classification.reason), route)
-        # Extract is pure and can be slow (HTML conversion): done before the
-        # write transaction so the database lock is held only to persist.
-        content = extract_content(message)
-        digests = tuple(self.blobs.put(part.data) for part in content.attachments)
-        now = utcnow()
-        with self.db.transaction() as session:
-            try:
-                post_id = self._post(session, message, message_id, route, content, digests, now)
-            except StageStop as stop:
-                return _stopped(session, raw, message, sha256, stop, route)
-            reason = f"posted to group {route.group_slug}"
-            _log_inbound(
-                session, raw, message, sha256, InboundStatus.ACCEPTED, reason, route, post_id
-            )
         return Outcome(InboundStatus.ACCEPTED, reason, replies.OK_QUEUED, post_id)
 
-    def _post(
-        self,
-        session: Session,
-        message: ParsedMessage,
-        message_id: str,
-        route: Route,
-        content: Content,
-        digests: tuple[str, ...],
-        now: datetime,
-    ) -> int:
-        author = authorize_sender(session, message, route)
-        lock_group_for_threading(session, route.group_id)
-        duplicate = find_duplicate(session, route.group_id, message_id)
+    def _post(self, session: Session, item: Prepared, content: Content, route: Route) -> int:
+        author = authorize_sender(session, item.message, route)
+        duplicate = find_duplicate(session, route.group_id, item.message_id)
         if duplicate is not None:
             raise Ignore(f"duplicate of post {duplicate} (same Message-ID)")
-        placement = resolve_thread(session, message, message_id, route.group_id, now)
-        post = persist_post(
-            session,
-            NewPost(route.group_id, message_id, message, author, placement, content, digests, now),
+        now = utcnow()
+        placement = resolve_thread(session, item.message, item.message_id, route.group_id, now)
+        new = NewPost(
+            route.group_id,
+            item.message_id,
+            item.message,
+            author,
+            placement,
+            content,
+            item.digests,
+            now,
         )
-        return post.id
+        return persist_post(session, new).id
 
 
-def _stopped(
-    session: Session,
-    raw: RawMessage,
-    message: ParsedMessage,
-    sha256: str,
-    stop: StageStop,
-    route: Route,
-) -> Outcome:
+def _refuse_unrouted(session: Session, item: Prepared) -> DeliveryReport:
+    reason = "no envelope recipient is bound to a group"
+    _log_inbound(session, item.raw, item.message, item.sha256, InboundStatus.REJECTED, reason)
+    outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT)
+    return DeliveryReport(dict.fromkeys(item.raw.envelope.rcpt_tos, outcome))
+
+
+def _deferred(raw: RawMessage) -> DeliveryReport:
+    """Every recipient a temporary failure: nothing was committed, the client retries."""
+    recipients = (normalize_recipient(r) for r in raw.envelope.rcpt_tos)
+    return DeliveryReport(dict.fromkeys(recipients, TEMPORARY))
+
+
+def _stopped(session: Session, item: Prepared, stop: StageStop, route: Route) -> Outcome:
     """Record a stage's stop in the inbound log and say what to answer."""
-    _log_inbound(session, raw, message, sha256, stop.status, stop.reason, route)
+    _log_inbound(session, item.raw, item.message, item.sha256, stop.status, stop.reason, route)
     return Outcome(stop.status, stop.reason, stop.reply or DEFAULT_REPLIES[stop.status])
 
 

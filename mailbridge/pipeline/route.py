@@ -7,7 +7,7 @@ addresses of one group make one route, so one post.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -68,27 +68,42 @@ def _is_bound_domain(session: Session, domain: str) -> bool:
     return session.scalar(select(Binding.id).where(Binding.domain == domain).limit(1)) is not None
 
 
-def route_message(session: Session, recipients: Iterable[str]) -> list[Route]:
-    """One `Route` per group, in the order recipients first name them."""
-    addresses = list(dict.fromkeys(normalize_recipient(r) for r in recipients))
+def route_messages(session: Session, envelopes: Sequence[Sequence[str]]) -> list[list[Route]]:
+    """For each envelope, one `Route` per group in the order its recipients
+    first name them; one query for a whole delivery batch."""
+    wanted = [list(dict.fromkeys(normalize_recipient(r) for r in rcpts)) for rcpts in envelopes]
+    every = sorted({address for addresses in wanted for address in addresses})
     rows = session.execute(
         select(Binding.address, Binding.sender_policy, Group.id, Group.slug)
         .join(Group)
-        .where(Binding.address.in_(addresses))
+        .where(Binding.address.in_(every))
     ).all()
-    by_address = {row.address: row for row in rows}
+    by_address = {row.address: _Bound(row.id, row.slug, row.sender_policy) for row in rows}
+    return [_routes(addresses, by_address) for addresses in wanted]
+
+
+@dataclass(frozen=True)
+class _Bound:
+    group_id: int
+    group_slug: str
+    policy: str
+
+
+def _routes(addresses: list[str], by_address: Mapping[str, _Bound]) -> list[Route]:
     routes: dict[int, Route] = {}
     for address in addresses:
-        row = by_address.get(address)
-        if row is None:
+        bound = by_address.get(address)
+        if bound is None:
             continue
-        if row.id in routes:
-            existing = routes[row.id]
-            routes[row.id] = Route(
-                row.id, row.slug, (*existing.recipients, address), existing.policy
+        existing = routes.get(bound.group_id)
+        if existing is not None:
+            recipients = (*existing.recipients, address)
+            routes[bound.group_id] = Route(
+                bound.group_id, bound.group_slug, recipients, existing.policy
             )
         else:
-            routes[row.id] = Route(row.id, row.slug, (address,), _policy(row.sender_policy))
+            policy = _policy(bound.policy)
+            routes[bound.group_id] = Route(bound.group_id, bound.group_slug, (address,), policy)
     return list(routes.values())
 
 

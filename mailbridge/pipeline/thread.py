@@ -16,6 +16,7 @@ When 1 and 2 find different threads, they are one conversation: merge them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -80,15 +81,21 @@ def derive_message_id(message: ParsedMessage) -> str:
     return f"derived.{digest.hexdigest()[:40]}@mailbridge.invalid"
 
 
-def lock_group_for_threading(session: Session, group_id: int) -> None:
-    """Serialise deliveries into one group until this transaction ends.
+def lock_groups_for_threading(session: Session, group_ids: Iterable[int]) -> None:
+    """Serialise deliveries into these groups until this transaction ends.
 
     Under READ COMMITTED (PostgreSQL) two concurrent deliveries of a message
     and its reply would not see each other and would start two threads; the
-    group row lock makes the second wait for the first's commit. SQLite's
-    BEGIN IMMEDIATE already serialises writers and ignores FOR UPDATE.
+    group row locks make the second wait for the first's commit. A batch
+    takes its locks in one statement in id order, so two batches never wait
+    on each other in a cycle. SQLite's BEGIN IMMEDIATE already serialises
+    writers and ignores FOR UPDATE.
     """
-    session.execute(select(Group.id).where(Group.id == group_id).with_for_update())
+    ids = sorted(set(group_ids))
+    if ids:
+        session.execute(
+            select(Group.id).where(Group.id.in_(ids)).order_by(Group.id).with_for_update()
+        )
 
 
 def storable_id(message_id: str) -> str:

@@ -152,3 +152,25 @@ def test_oversized_ids_and_addresses_are_stored_not_retried_forever(
         RawMessage(mail(long_id, "Huge id"), Envelope("", (BOUND,)), Source.SMTP)
     ).outcomes[BOUND]
     assert again.reason.startswith(f"duplicate of post {parent}")
+
+
+def test_a_batch_threads_a_reply_to_a_parent_of_the_same_batch_and_skips_its_repeat(
+    pipeline: Pipeline, db: Database
+) -> None:
+    envelope = Envelope("bob@company.example", (BOUND,))
+    raws = [
+        RawMessage(data, envelope, Source.SMTP)
+        for data in (
+            mail("p@x", "Batch plan"),
+            mail("q@x", "Re: Batch plan", refs="p@x"),
+            mail("p@x", "Batch plan"),
+        )
+    ]
+    parent, reply, repeat = (r.outcomes[BOUND] for r in pipeline.deliver_batch(raws))
+    assert parent.post_id is not None
+    assert reply.post_id is not None
+    assert thread_of(db, reply.post_id) == thread_of(db, parent.post_id)
+    with db.reader() as session:
+        assert session.get_one(Post, reply.post_id).parent_id == parent.post_id
+    assert repeat.post_id is None
+    assert repeat.reason == f"duplicate of post {parent.post_id} (same Message-ID)"

@@ -19,7 +19,7 @@ from feed.posts import Post
 from mailbridge.config import Settings
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.server import start_mail_servers
-from mailbridge.workers import ProcessDeliverer
+from mailbridge.workers import process_deliverer
 from tests.conftest import Factory
 from tests.mailbridge.test_smtp import make_mail
 
@@ -30,7 +30,7 @@ def smtp_port_with_workers(settings: Settings, pipeline: Pipeline, make: Factory
     make.group("eng")
     make.member("eng", "alice@company.example")
     make.binding("eng@company.example", "eng")
-    deliverer = ProcessDeliverer(settings, processes=1)
+    deliverer = process_deliverer(settings, processes=1)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -44,10 +44,10 @@ def smtp_port_with_workers(settings: Settings, pipeline: Pipeline, make: Factory
         yield servers.ports[0]
     finally:
         asyncio.run_coroutine_threadsafe(servers.close(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(deliverer.close(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
-        deliverer.close()
 
 
 def posts(db: Database) -> int:
