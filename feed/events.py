@@ -10,8 +10,8 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import JSON, Connection, Integer, String, insert
+from sqlalchemy.orm import Mapped, mapped_column
 
 from feed.base import Base, UTCDateTime, utcnow
 
@@ -30,8 +30,9 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-def append_event(session: Session, kind: EventKind, **payload: Any) -> Event:
-    """Add an event to the current transaction (flushed with it, never alone)."""
-    event = Event(kind=str(kind), payload=payload)
-    session.add(event)
-    return event
+def append_event(conn: Connection, kind: EventKind, **payload: Any) -> None:
+    """Add an event to the current transaction (committed with it, never alone)."""
+    conn.execute(_INSERT_EVENT, {"kind": str(kind), "payload": payload, "created_at": utcnow()})
+
+
+_INSERT_EVENT = insert(Event)

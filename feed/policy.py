@@ -21,6 +21,11 @@ class SenderPolicy:
     def __str__(self) -> str:
         return f"domain:{self.domain}" if self.kind == "domain" else self.kind
 
+    @property
+    def needs_membership(self) -> bool:
+        """Whether `refusal` depends on `is_member` (saves a query when not)."""
+        return self.kind != "anyone"
+
     def refusal(self, sender: str, *, is_member: bool) -> str | None:
         """Why `sender` may not post, or None when it may."""
         if self.kind == "anyone":

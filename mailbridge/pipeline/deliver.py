@@ -13,8 +13,8 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Connection, insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from feed.base import utcnow
 from feed.blobs import BlobStore
@@ -36,7 +36,6 @@ from mailbridge.pipeline.route import (
 )
 from mailbridge.pipeline.thread import (
     derive_message_id,
-    find_duplicate,
     lock_groups_for_threading,
     resolve_thread,
     storable_id,
@@ -105,12 +104,13 @@ class Pipeline:
 
     def check_recipient(self, address: str) -> RecipientCheck:
         with self.db.reader() as session:
-            return check_recipient(session, address, self.local_domains)
+            return check_recipient(session.connection(), address, self.local_domains)
 
     def record_refusal(self, raw: RawMessage, reason: str, size: int = 0) -> None:
         """Log a message refused before its content was accepted (RCPT, size)."""
         with self.db.transaction() as session:
-            _log_inbound(session, raw, None, None, InboundStatus.REJECTED, reason, size=size)
+            conn = session.connection()
+            _log_inbound(conn, raw, None, None, InboundStatus.REJECTED, reason, size=size)
 
     def deliver(self, raw: RawMessage) -> DeliveryReport:
         return self.deliver_batch([raw])[0]
@@ -128,7 +128,7 @@ class Pipeline:
         prepared = [self._prepare(raw) for raw in raws]
         try:
             with self.db.transaction() as session:
-                return self._write(session, raws, prepared)
+                return self._write(session.connection(), raws, prepared)
         except Exception:
             log.exception("the delivery transaction of %d message(s) failed", len(raws))
             return [_deferred(raw) for raw in raws]
@@ -151,49 +151,49 @@ class Pipeline:
         return Prepared(raw, sha256, message, message_id, kind, content, digests)
 
     def _write(
-        self, session: Session, raws: Sequence[RawMessage], prepared: Sequence[Prepared | None]
+        self, conn: Connection, raws: Sequence[RawMessage], prepared: Sequence[Prepared | None]
     ) -> list[DeliveryReport]:
         envelopes = [item.raw.envelope.rcpt_tos if item else () for item in prepared]
-        routes = route_messages(session, envelopes)
-        lock_groups_for_threading(session, (r.group_id for rs in routes for r in rs))
+        routes = route_messages(conn, envelopes)
+        lock_groups_for_threading(conn, (r.group_id for rs in routes for r in rs))
         reports = []
         for raw, item, item_routes in zip(raws, prepared, routes, strict=True):
             if item is None:
                 reports.append(_deferred(raw))
             elif not item_routes:
-                reports.append(_refuse_unrouted(session, item))
+                reports.append(_refuse_unrouted(conn, item))
             else:
                 outcomes: dict[str, Outcome] = {}
                 for route in item_routes:
-                    outcome = self._deliver_in_savepoint(session, item, route)
+                    outcome = self._deliver_in_savepoint(conn, item, route)
                     outcomes.update(dict.fromkeys(route.recipients, outcome))
                 reports.append(DeliveryReport(outcomes))
         return reports
 
-    def _deliver_in_savepoint(self, session: Session, item: Prepared, route: Route) -> Outcome:
+    def _deliver_in_savepoint(self, conn: Connection, item: Prepared, route: Route) -> Outcome:
         try:
             try:
-                with session.begin_nested():
-                    return self._deliver_to_group(session, item, route)
+                with conn.begin_nested():
+                    return self._deliver_to_group(conn, item, route)
             except IntegrityError:
                 # A concurrent delivery of the same Message-ID won the race;
                 # the second attempt finds it and records a duplicate.
-                with session.begin_nested():
-                    return self._deliver_to_group(session, item, route)
+                with conn.begin_nested():
+                    return self._deliver_to_group(conn, item, route)
         except Exception:
             log.exception("delivery of %s to group %s failed", item.message_id, route.group_slug)
             return TEMPORARY
 
-    def _deliver_to_group(self, session: Session, item: Prepared, route: Route) -> Outcome:
+    def _deliver_to_group(self, conn: Connection, item: Prepared, route: Route) -> Outcome:
         if item.content is None:
-            return _stopped(session, item, Ignore(item.classification.reason), route)
+            return _stopped(conn, item, Ignore(item.classification.reason), route)
         try:
-            post_id = self._post(session, item, item.content, route)
+            post_id = self._post(conn, item, item.content, route)
         except StageStop as stop:
-            return _stopped(session, item, stop, route)
+            return _stopped(conn, item, stop, route)
         reason = f"posted to group {route.group_slug}"
         _log_inbound(
-            session,
+            conn,
             item.raw,
             item.message,
             item.sha256,
@@ -204,13 +204,10 @@ class Pipeline:
         )
         return Outcome(InboundStatus.ACCEPTED, reason, replies.OK_QUEUED, post_id)
 
-    def _post(self, session: Session, item: Prepared, content: Content, route: Route) -> int:
-        author = authorize_sender(session, item.message, route)
-        duplicate = find_duplicate(session, route.group_id, item.message_id)
-        if duplicate is not None:
-            raise Ignore(f"duplicate of post {duplicate} (same Message-ID)")
+    def _post(self, conn: Connection, item: Prepared, content: Content, route: Route) -> int:
+        author = authorize_sender(conn, item.message, route)
         now = utcnow()
-        placement = resolve_thread(session, item.message, item.message_id, route.group_id, now)
+        placement = resolve_thread(conn, item.message, item.message_id, route.group_id, now)
         new = NewPost(
             route.group_id,
             item.message_id,
@@ -221,12 +218,12 @@ class Pipeline:
             item.digests,
             now,
         )
-        return persist_post(session, new).id
+        return persist_post(conn, new)
 
 
-def _refuse_unrouted(session: Session, item: Prepared) -> DeliveryReport:
+def _refuse_unrouted(conn: Connection, item: Prepared) -> DeliveryReport:
     reason = "no envelope recipient is bound to a group"
-    _log_inbound(session, item.raw, item.message, item.sha256, InboundStatus.REJECTED, reason)
+    _log_inbound(conn, item.raw, item.message, item.sha256, InboundStatus.REJECTED, reason)
     outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT)
     return DeliveryReport(dict.fromkeys(item.raw.envelope.rcpt_tos, outcome))
 
@@ -237,14 +234,14 @@ def _deferred(raw: RawMessage) -> DeliveryReport:
     return DeliveryReport(dict.fromkeys(recipients, TEMPORARY))
 
 
-def _stopped(session: Session, item: Prepared, stop: StageStop, route: Route) -> Outcome:
+def _stopped(conn: Connection, item: Prepared, stop: StageStop, route: Route) -> Outcome:
     """Record a stage's stop in the inbound log and say what to answer."""
-    _log_inbound(session, item.raw, item.message, item.sha256, stop.status, stop.reason, route)
+    _log_inbound(conn, item.raw, item.message, item.sha256, stop.status, stop.reason, route)
     return Outcome(stop.status, stop.reason, stop.reply or DEFAULT_REPLIES[stop.status])
 
 
 def _log_inbound(
-    session: Session,
+    conn: Connection,
     raw: RawMessage,
     message: ParsedMessage | None,
     sha256: str | None,
@@ -254,18 +251,22 @@ def _log_inbound(
     post_id: int | None = None,
     size: int = 0,
 ) -> None:
-    row = InboundLog(
-        source=str(raw.source),
-        remote=raw.envelope.remote[:255],
-        mail_from=raw.envelope.mail_from[:998],
-        rcpt_to=",".join(route.recipients if route else raw.envelope.rcpt_tos),
-        message_id=storable_id(message.message_id) if message and message.message_id else None,
-        subject=(message.subject[:998] if message else ""),
-        sha256=sha256,
-        size=len(raw.data) or size,
-        status=str(status),
-        reason=reason,
-        group_id=route.group_id if route else None,
-        post_id=post_id,
-    )
-    session.add(row)
+    row = {
+        "received_at": utcnow(),
+        "source": str(raw.source),
+        "remote": raw.envelope.remote[:255],
+        "mail_from": raw.envelope.mail_from[:998],
+        "rcpt_to": ",".join(route.recipients if route else raw.envelope.rcpt_tos),
+        "message_id": storable_id(message.message_id) if message and message.message_id else None,
+        "subject": (message.subject[:998] if message else ""),
+        "sha256": sha256,
+        "size": len(raw.data) or size,
+        "status": str(status),
+        "reason": reason,
+        "group_id": route.group_id if route else None,
+        "post_id": post_id,
+    }
+    conn.execute(_INSERT_LOG, row)
+
+
+_INSERT_LOG = insert(InboundLog)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, case, delete, insert, select, update
 
+from feed.base import UTCDateTime
 from feed.events import EventKind, append_event
 from feed.posts import Attachment, Post, PostReference
 from feed.threads import Thread
@@ -23,6 +23,7 @@ from mailbridge.pipeline.thread import Placement
 
 MAX_SUBJECT = 998  # RFC 5322 §2.1.1 line limit
 MAX_ADDRESS = 320  # RFC 5321 §4.5.3.1: 64-octet local part, 255-octet domain
+NO_SUBJECT = "(no subject)"
 
 
 @dataclass(frozen=True)
@@ -37,114 +38,141 @@ class NewPost:
     received_at: datetime
 
 
-def persist_post(session: Session, new: NewPost) -> Post:
-    thread = _thread_for(session, new)
-    post = Post(
-        thread_id=thread.id,
-        group_id=new.group_id,
-        parent_id=new.placement.parent_id,
-        author_id=new.author.user_id,
-        author_email=new.author.email[:MAX_ADDRESS],
-        author_name=new.author.name[:200],
-        source="email",
-        message_id=new.message_id,
-        subject=new.message.subject[:MAX_SUBJECT],
-        body_text=new.content.text,
-        elided_text=new.content.elided,
-        body_html=new.content.html,
-        conversation_key=new.placement.conversation_key,
-        sent_at=new.message.date,
-        created_at=new.received_at,
-    )
-    for part, digest in zip(new.content.attachments, new.attachment_digests, strict=True):
-        post.attachments.append(
-            Attachment(
-                filename=part.filename[:255],
-                content_type=part.content_type[:255],
-                size=len(part.data),
-                sha256=digest,
-                content_id=part.content_id[:255] if part.content_id else None,
-                inline=part.inline,
-            )
-        )
-    session.add(post)
-    session.flush()
-    _record_references(session, post, new.placement.chain)
-    _adopt_orphans(session, post, new.placement.orphan_ids)
-    thread.post_count += 1
-    thread.last_activity_at = max(thread.last_activity_at, new.received_at)
+def persist_post(conn: Connection, new: NewPost) -> int:
+    """Insert the post and what hangs off it; the new post's id."""
+    thread_id = _thread_for(conn, new)
+    post_id: int = conn.execute(
+        _INSERT_POST,
+        {
+            "thread_id": thread_id,
+            "group_id": new.group_id,
+            "parent_id": new.placement.parent_id,
+            "author_id": new.author.user_id,
+            "author_email": new.author.email[:MAX_ADDRESS],
+            "author_name": new.author.name[:200],
+            "source": "email",
+            "message_id": new.message_id,
+            "subject": new.message.subject[:MAX_SUBJECT],
+            "body_text": new.content.text,
+            "elided_text": new.content.elided,
+            "body_html": new.content.html,
+            "conversation_key": new.placement.conversation_key,
+            "sent_at": new.message.date,
+            "created_at": new.received_at,
+        },
+    ).scalar_one()
+    _record_attachments(conn, post_id, new)
+    _record_references(conn, post_id, new.group_id, new.placement.chain)
+    if new.placement.orphan_ids:
+        conn.execute(_ADOPT_ORPHANS, {"parent": post_id, "ids": new.placement.orphan_ids})
+    conn.execute(_BUMP_THREAD, {"tid": thread_id, "at": new.received_at})
     append_event(
-        session,
-        EventKind.POST_CREATED,
-        post_id=post.id,
-        thread_id=thread.id,
-        group_id=new.group_id,
+        conn, EventKind.POST_CREATED, post_id=post_id, thread_id=thread_id, group_id=new.group_id
     )
-    return post
+    return post_id
 
 
-def _thread_for(session: Session, new: NewPost) -> Thread:
+def _thread_for(conn: Connection, new: NewPost) -> int:
     placement = new.placement
     if placement.thread_id is None:
-        thread = Thread(
-            group_id=new.group_id,
-            subject=new.message.subject[:MAX_SUBJECT] or "(no subject)",
-            subject_key=placement.subject_key,
-            post_count=0,
-            created_at=new.received_at,
-            last_activity_at=new.received_at,
-        )
-        session.add(thread)
-        session.flush()
-        return thread
-    thread = session.get_one(Thread, placement.thread_id, with_for_update=True)
+        thread_id: int = conn.execute(
+            _INSERT_THREAD,
+            {
+                "group_id": new.group_id,
+                "subject": new.message.subject[:MAX_SUBJECT] or NO_SUBJECT,
+                "subject_key": placement.subject_key,
+                "post_count": 0,
+                "created_at": new.received_at,
+                "last_activity_at": new.received_at,
+            },
+        ).scalar_one()
+        return thread_id
     for other_id in placement.merge_thread_ids:
-        _merge_into(session, thread, other_id)
-    return thread
+        _merge_into(conn, placement.thread_id, other_id)
+    return placement.thread_id
 
 
-def _merge_into(session: Session, target: Thread, other_id: int) -> None:
+def _merge_into(conn: Connection, target_id: int, other_id: int) -> None:
     """Two threads turned out to be one conversation: move the posts over."""
-    other = session.get_one(Thread, other_id, with_for_update=True)
-    session.execute(update(Post).where(Post.thread_id == other.id).values(thread_id=target.id))
+    rows = conn.execute(select(Thread).where(Thread.id.in_((target_id, other_id))))
+    by_id = {row.id: row for row in rows}
+    target, other = by_id[target_id], by_id[other_id]
+    conn.execute(update(Post).where(Post.thread_id == other_id).values(thread_id=target_id))
     # The conversation is named by its oldest message: decide before the dates merge.
-    if other.created_at < target.created_at or target.subject == "(no subject)":
-        target.subject, target.subject_key = other.subject, other.subject_key
-    target.post_count += other.post_count
-    target.created_at = min(target.created_at, other.created_at)
-    target.last_activity_at = max(target.last_activity_at, other.last_activity_at)
-    session.delete(other)
+    named_by = other if other.created_at < target.created_at else target
+    if target.subject == NO_SUBJECT:
+        named_by = other
+    conn.execute(
+        update(Thread)
+        .where(Thread.id == target_id)
+        .values(
+            subject=named_by.subject,
+            subject_key=named_by.subject_key,
+            post_count=target.post_count + other.post_count,
+            created_at=min(target.created_at, other.created_at),
+            last_activity_at=max(target.last_activity_at, other.last_activity_at),
+        )
+    )
+    conn.execute(delete(Thread).where(Thread.id == other_id))
     append_event(
-        session,
+        conn,
         EventKind.THREADS_MERGED,
-        thread_id=target.id,
+        thread_id=target_id,
         merged_thread_id=other_id,
         group_id=target.group_id,
     )
 
 
-def _record_references(session: Session, post: Post, chain: tuple[str, ...]) -> None:
-    if not chain:
-        return
+def _record_attachments(conn: Connection, post_id: int, new: NewPost) -> None:
     rows = [
         {
-            "post_id": post.id,
-            "group_id": post.group_id,
+            "post_id": post_id,
+            "filename": part.filename[:255],
+            "content_type": part.content_type[:255],
+            "size": len(part.data),
+            "sha256": digest,
+            "content_id": part.content_id[:255] if part.content_id else None,
+            "inline": part.inline,
+        }
+        for part, digest in zip(new.content.attachments, new.attachment_digests, strict=True)
+    ]
+    if rows:
+        conn.execute(_INSERT_ATTACHMENT, rows)
+
+
+def _record_references(
+    conn: Connection, post_id: int, group_id: int, chain: tuple[str, ...]
+) -> None:
+    rows = [
+        {
+            "post_id": post_id,
+            "group_id": group_id,
             "message_id": message_id,
             "is_parent": position == len(chain) - 1,
         }
         for position, message_id in enumerate(chain)
     ]
-    session.execute(insert(PostReference), rows)
+    if rows:
+        conn.execute(_INSERT_REFERENCE, rows)
 
 
-def _adopt_orphans(session: Session, post: Post, orphan_ids: tuple[int, ...]) -> None:
-    """Replies that arrived before this post and name it as parent now point to it."""
-    if not orphan_ids:
-        return
-    session.execute(
-        update(Post)
-        .where(Post.id.in_(orphan_ids), Post.parent_id.is_(None))
-        .values(parent_id=post.id)
-        .execution_options(synchronize_session=False)
+# Built once: every delivery runs these (see bench/RESULTS.md).
+_INSERT_POST = insert(Post).returning(Post.id)
+_INSERT_THREAD = insert(Thread).returning(Thread.id)
+_INSERT_ATTACHMENT = insert(Attachment)
+_INSERT_REFERENCE = insert(PostReference)
+# Replies that arrived before this post and name it as parent now point to it.
+_ADOPT_ORPHANS = (
+    update(Post)
+    .where(Post.id.in_(bindparam("ids", expanding=True)), Post.parent_id.is_(None))
+    .values(parent_id=bindparam("parent"))
+)
+_AT = bindparam("at", type_=UTCDateTime())
+_BUMP_THREAD = (
+    update(Thread)
+    .where(Thread.id == bindparam("tid"))
+    .values(
+        post_count=Thread.post_count + 1,
+        last_activity_at=case((Thread.last_activity_at < _AT, _AT), else_=Thread.last_activity_at),
     )
+)

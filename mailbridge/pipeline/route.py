@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, select
 
 from feed.addresses import domain_of
 from feed.bindings import Binding
@@ -50,34 +49,40 @@ def normalize_recipient(address: str) -> str:
     return address.strip().strip("<>").strip().lower()
 
 
-def check_recipient(session: Session, address: str, local_domains: Iterable[str]) -> RecipientCheck:
+# Built once: every RCPT and every delivery batch runs these.
+_BINDING_BY_ADDRESS = select(Binding.id).where(Binding.address == bindparam("address"))
+_BINDING_IN_DOMAIN = select(Binding.id).where(Binding.domain == bindparam("domain")).limit(1)
+_BINDINGS = (
+    select(Binding.address, Binding.sender_policy, Group.id, Group.slug)
+    .join(Group)
+    .where(Binding.address.in_(bindparam("addresses", expanding=True)))
+)
+
+
+def check_recipient(conn: Connection, address: str, local_domains: Iterable[str]) -> RecipientCheck:
     """550 5.1.1 for an unknown local address, 550 5.7.1 for any other domain."""
     normalized = normalize_recipient(address)
     if "@" not in normalized:
         return RecipientCheck(normalized, replies.BAD_RECIPIENT_SYNTAX)
-    binding_id = session.scalar(select(Binding.id).where(Binding.address == normalized))
+    binding_id = conn.execute(_BINDING_BY_ADDRESS, {"address": normalized}).scalar()
     if binding_id is not None:
         return RecipientCheck(normalized, replies.OK_RECIPIENT, binding_id)
     domain = domain_of(normalized)
-    if domain in set(local_domains) or _is_bound_domain(session, domain):
+    if domain in set(local_domains) or _is_bound_domain(conn, domain):
         return RecipientCheck(normalized, replies.UNKNOWN_RECIPIENT)
     return RecipientCheck(normalized, replies.RELAY_DENIED)
 
 
-def _is_bound_domain(session: Session, domain: str) -> bool:
-    return session.scalar(select(Binding.id).where(Binding.domain == domain).limit(1)) is not None
+def _is_bound_domain(conn: Connection, domain: str) -> bool:
+    return conn.execute(_BINDING_IN_DOMAIN, {"domain": domain}).first() is not None
 
 
-def route_messages(session: Session, envelopes: Sequence[Sequence[str]]) -> list[list[Route]]:
+def route_messages(conn: Connection, envelopes: Sequence[Sequence[str]]) -> list[list[Route]]:
     """For each envelope, one `Route` per group in the order its recipients
     first name them; one query for a whole delivery batch."""
     wanted = [list(dict.fromkeys(normalize_recipient(r) for r in rcpts)) for rcpts in envelopes]
     every = sorted({address for addresses in wanted for address in addresses})
-    rows = session.execute(
-        select(Binding.address, Binding.sender_policy, Group.id, Group.slug)
-        .join(Group)
-        .where(Binding.address.in_(every))
-    ).all()
+    rows = conn.execute(_BINDINGS, {"addresses": every}).all()
     by_address = {row.address: _Bound(row.id, row.slug, row.sender_policy) for row in rows}
     return [_routes(addresses, by_address) for addresses in wanted]
 

@@ -19,14 +19,15 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Select, bindparam, select
 
 from feed.groups import Group
 from feed.posts import Post, PostReference
 from feed.threads import Thread
 from mailbridge.message import ParsedMessage
+from mailbridge.pipeline.types import Ignore
 from mailbridge.threader import (
     is_reply_subject,
     normalize_subject,
@@ -39,6 +40,41 @@ MAX_REFERENCES = 100
 SUBJECT_KEY_LENGTH = 255
 MAX_ID_LENGTH = 250
 SUBJECT_FALLBACK_WINDOW = timedelta(days=30)
+
+# Built once: every delivery runs these (see bench/RESULTS.md).
+_GROUP_LOCKS = (
+    select(Group.id)
+    .where(Group.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Group.id)
+    .with_for_update()
+)
+_KNOWN_POSTS = select(Post.id, Post.thread_id, Post.message_id).where(
+    Post.group_id == bindparam("group_id"), Post.message_id.in_(bindparam("ids", expanding=True))
+)
+_REFERRING_POSTS = (
+    select(Post.thread_id, PostReference.post_id, PostReference.message_id, PostReference.is_parent)
+    .join(Post, PostReference.post_id == Post.id)
+    .where(
+        PostReference.group_id == bindparam("group_id"),
+        PostReference.message_id.in_(bindparam("ids", expanding=True)),
+    )
+)
+_THREAD_BY_CONVERSATION = (
+    select(Post.thread_id)
+    .where(Post.group_id == bindparam("group_id"), Post.conversation_key == bindparam("key"))
+    .order_by(Post.id)
+    .limit(1)
+)
+_THREAD_BY_SUBJECT = (
+    select(Thread.id)
+    .where(
+        Thread.group_id == bindparam("group_id"),
+        Thread.subject_key == bindparam("key"),
+        Thread.last_activity_at >= bindparam("since"),
+    )
+    .order_by(Thread.last_activity_at.desc())
+    .limit(1)
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +117,7 @@ def derive_message_id(message: ParsedMessage) -> str:
     return f"derived.{digest.hexdigest()[:40]}@mailbridge.invalid"
 
 
-def lock_groups_for_threading(session: Session, group_ids: Iterable[int]) -> None:
+def lock_groups_for_threading(conn: Connection, group_ids: Iterable[int]) -> None:
     """Serialise deliveries into these groups until this transaction ends.
 
     Under READ COMMITTED (PostgreSQL) two concurrent deliveries of a message
@@ -93,9 +129,7 @@ def lock_groups_for_threading(session: Session, group_ids: Iterable[int]) -> Non
     """
     ids = sorted(set(group_ids))
     if ids:
-        session.execute(
-            select(Group.id).where(Group.id.in_(ids)).order_by(Group.id).with_for_update()
-        )
+        conn.execute(_GROUP_LOCKS, {"ids": ids})
 
 
 def storable_id(message_id: str) -> str:
@@ -111,20 +145,14 @@ def storable_id(message_id: str) -> str:
     return f"long.{digest}@mailbridge.invalid"
 
 
-def find_duplicate(session: Session, group_id: int, message_id: str) -> int | None:
-    """The post that already holds this Message-ID in the group, if any."""
-    return session.scalar(
-        select(Post.id).where(Post.group_id == group_id, Post.message_id == message_id)
-    )
-
-
 def subject_key(subject: str) -> str:
     return normalize_subject(subject)[:SUBJECT_KEY_LENGTH]
 
 
 def resolve_thread(
-    session: Session, message: ParsedMessage, message_id: str, group_id: int, now: datetime
+    conn: Connection, message: ParsedMessage, message_id: str, group_id: int, now: datetime
 ) -> Placement:
+    """Where the message goes; `Ignore` when the group already holds its Message-ID."""
     chain = tuple(
         dict.fromkeys(
             storable_id(ref)
@@ -135,14 +163,15 @@ def resolve_thread(
     )
     key = subject_key(message.subject)
     conversation = _conversation_key(message.thread_index)
-    parent = _nearest_known_ancestor(session, group_id, chain)
+    parent = _nearest_known_ancestor(conn, group_id, message_id, chain)
     threads = {parent.thread_id} if parent else set()
-    sharing, orphans = _posts_sharing_references(session, group_id, message_id, chain)
+    sharing, orphans = _posts_sharing_references(conn, group_id, message_id, chain)
     threads |= sharing
     if not threads and conversation is not None:
-        threads |= _thread_by_conversation(session, group_id, conversation)
+        threads |= _first_thread(conn, _THREAD_BY_CONVERSATION, group_id, key=conversation)
     if not threads and is_reply_subject(message.subject) and key:
-        threads |= _thread_by_subject(session, group_id, key, now - SUBJECT_FALLBACK_WINDOW)
+        since = now - SUBJECT_FALLBACK_WINDOW
+        threads |= _first_thread(conn, _THREAD_BY_SUBJECT, group_id, key=key, since=since)
     if not threads:
         return Placement(None, None, chain, key, conversation)
     target = min(threads)
@@ -163,34 +192,30 @@ def _conversation_key(thread_index: str | None) -> bytes | None:
 
 
 def _nearest_known_ancestor(
-    session: Session, group_id: int, chain: tuple[str, ...]
+    conn: Connection, group_id: int, message_id: str, chain: tuple[str, ...]
 ) -> Ancestor | None:
-    if not chain:
-        return None
-    rows = session.execute(
-        select(Post.id, Post.thread_id, Post.message_id).where(
-            Post.group_id == group_id, Post.message_id.in_(chain)
-        )
-    ).all()
+    """The nearest post of the chain we hold; `Ignore` if we hold the message itself.
+
+    One query answers both: the same Message-ID never makes a second post in
+    a group, whichever door it came through.
+    """
+    ids = [message_id, *chain]
+    rows = conn.execute(_KNOWN_POSTS, {"group_id": group_id, "ids": ids}).all()
+    for row in rows:
+        if row.message_id == message_id:
+            raise Ignore(f"duplicate of post {row.id} (same Message-ID)")
     position = {mid: i for i, mid in enumerate(chain)}
     nearest = max(rows, key=lambda row: position[row.message_id], default=None)
     return Ancestor(nearest.id, nearest.thread_id) if nearest else None
 
 
 def _posts_sharing_references(
-    session: Session, group_id: int, message_id: str, chain: tuple[str, ...]
+    conn: Connection, group_id: int, message_id: str, chain: tuple[str, ...]
 ) -> tuple[set[int], tuple[int, ...]]:
     """Threads of posts that reference this message or its ancestors, and the
     posts among them whose direct parent is this message (to adopt)."""
-    rows = session.execute(
-        select(
-            Post.thread_id, PostReference.post_id, PostReference.message_id, PostReference.is_parent
-        )
-        .join(Post, PostReference.post_id == Post.id)
-        .where(
-            PostReference.group_id == group_id, PostReference.message_id.in_({*chain, message_id})
-        )
-    ).all()
+    ids = sorted({*chain, message_id})
+    rows = conn.execute(_REFERRING_POSTS, {"group_id": group_id, "ids": ids}).all()
     threads = {row.thread_id for row in rows}
     orphans = tuple(
         sorted({row.post_id for row in rows if row.is_parent and row.message_id == message_id})
@@ -198,25 +223,6 @@ def _posts_sharing_references(
     return threads, orphans
 
 
-def _thread_by_conversation(session: Session, group_id: int, key: bytes) -> set[int]:
-    thread_id = session.scalar(
-        select(Post.thread_id)
-        .where(Post.group_id == group_id, Post.conversation_key == key)
-        .order_by(Post.id)
-        .limit(1)
-    )
-    return {thread_id} if thread_id is not None else set()
-
-
-def _thread_by_subject(session: Session, group_id: int, key: str, since: datetime) -> set[int]:
-    thread_id = session.scalar(
-        select(Thread.id)
-        .where(
-            Thread.group_id == group_id,
-            Thread.subject_key == key,
-            Thread.last_activity_at >= since,
-        )
-        .order_by(Thread.last_activity_at.desc())
-        .limit(1)
-    )
+def _first_thread(conn: Connection, query: Select[Any], group_id: int, **params: Any) -> set[int]:
+    thread_id = conn.execute(query, {"group_id": group_id, **params}).scalar()
     return {thread_id} if thread_id is not None else set()
