@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -29,6 +30,31 @@ log = logging.getLogger(__name__)
 AIOSMTPD_TOO_BIG = (b"552 Error: Too much mail data", b"552 Error: message size exceeds")
 
 
+class AcceptedRecipients:
+    """Bound addresses recently accepted at RCPT, so that a busy door does
+    not ask the database for the same few addresses on every message.
+
+    Only acceptances are kept, for `ttl` seconds: a new binding works at
+    once, and a removed one is refused again after at most `ttl` (meanwhile
+    the delivery's own routing, which always reads the database, refuses the
+    message and records why).
+    """
+
+    def __init__(self, ttl: float = 10.0, capacity: int = 10_000) -> None:
+        self.ttl = ttl
+        self.capacity = capacity
+        self._until: dict[str, float] = {}
+
+    def __contains__(self, address: str) -> bool:
+        until = self._until.get(address)
+        return until is not None and until > time.monotonic()
+
+    def add(self, address: str) -> None:
+        if len(self._until) >= self.capacity:
+            self._until.clear()
+        self._until[address] = time.monotonic() + self.ttl
+
+
 class InboundHandler:
     """aiosmtpd handler: RCPT checks and DATA delivery for one door."""
 
@@ -43,14 +69,19 @@ class InboundHandler:
         self.source = source
         self.max_recipients = max_recipients
         self.deliverer = deliverer
+        self.accepted = AcceptedRecipients()
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return str(replies.TOO_MANY_RECIPIENTS)
+        if normalize_recipient(address) in self.accepted:
+            envelope.rcpt_tos.append(address)
+            return str(replies.OK_RECIPIENT)
         check = await asyncio.to_thread(self.pipeline.check_recipient, address)
         if check.ok:
+            self.accepted.add(check.address)
             envelope.rcpt_tos.append(address)
             return str(check.reply)
         raw = self._raw(session, envelope, b"", (address,))

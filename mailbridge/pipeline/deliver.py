@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert
@@ -125,7 +126,9 @@ class Pipeline:
         SQLite) makes the whole batch durable. Nothing is reported before
         that commit, so no 250 ever precedes durability (group commit).
         """
-        prepared = [self._prepare(raw) for raw in raws]
+        # The raw blobs are written (and fsynced) while the messages are parsed.
+        stored = [self.blobs.put_soon(raw.data) for raw in raws]
+        prepared = [self._prepare(raw, blob) for raw, blob in zip(raws, stored, strict=True)]
         try:
             with self.db.transaction() as session:
                 return self._write(session.connection(), raws, prepared)
@@ -133,18 +136,19 @@ class Pipeline:
             log.exception("the delivery transaction of %d message(s) failed", len(raws))
             return [_deferred(raw) for raw in raws]
 
-    def _prepare(self, raw: RawMessage) -> Prepared | None:
+    def _prepare(self, raw: RawMessage, stored: Future[str]) -> Prepared | None:
         try:
-            sha256 = self.blobs.put(raw.data)
             message = parse_message(raw.data)
             message_id = storable_id(message.message_id or derive_message_id(message))
             kind = classify_message(
                 message, own_domains=self.local_domains, loop_header_value=self.loop_marker
             )
             if kind.kind is not MailKind.PERSON:
-                return Prepared(raw, sha256, message, message_id, kind, None, ())
+                return Prepared(raw, stored.result(), message, message_id, kind, None, ())
             content = extract_content(message)
-            digests = tuple(self.blobs.put(part.data) for part in content.attachments)
+            parts = [self.blobs.put_soon(part.data) for part in content.attachments]
+            digests = tuple(part.result() for part in parts)
+            sha256 = stored.result()
         except Exception:
             log.exception("preparing a message from %s failed", raw.envelope.mail_from)
             return None

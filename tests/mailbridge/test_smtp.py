@@ -15,6 +15,7 @@ from feed.inbound import InboundLog
 from feed.posts import Post
 from feed.threads import Thread
 from mailbridge.config import Settings
+from mailbridge.smtp import AcceptedRecipients
 from tests.conftest import Factory
 from tests.mailbridge.conftest import Served
 
@@ -112,6 +113,28 @@ def test_it_rejects_unknown_local_recipient_at_rcpt(
         row = session.scalars(select(InboundLog)).one()
         assert row.status == "rejected"
         assert "nobody@company.example" in row.reason
+
+
+def test_an_address_bound_after_a_refusal_is_accepted_at_once(eng: Factory, served: Served) -> None:
+    with smtp(served) as client:
+        client.ehlo()
+        client.mail("alice@company.example")
+        refused, _ = client.rcpt("ops@company.example")
+        client.rset()
+        eng.binding("ops@company.example", "eng")
+        client.mail("alice@company.example")
+        accepted, text = client.rcpt("ops@company.example")
+    assert refused == 550
+    assert (accepted, text[:5]) == (250, b"2.1.5")
+
+
+def test_accepted_recipients_expire() -> None:
+    remembered, expired = AcceptedRecipients(ttl=60), AcceptedRecipients(ttl=0)
+    for cache in (remembered, expired):
+        cache.add("eng@company.example")
+    assert "eng@company.example" in remembered
+    assert "ops@company.example" not in remembered
+    assert "eng@company.example" not in expired
 
 
 def test_it_is_not_an_open_relay(eng: Factory, served: Served) -> None:
