@@ -8,14 +8,19 @@ expectations check that we read subjects, senders and file names right.
 from __future__ import annotations
 
 import base64
+import email
 import importlib.util
 import json
+import mailbox
 import re
 from datetime import UTC, datetime
+from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
 from mailbridge.message import Address, ParsedMessage
+from mailbridge.pipeline.decoding import unfolded_text
+from mailbridge.pipeline.fields import plain_address_pairs, strict_address_pairs
 from mailbridge.pipeline.parse import parse_message
 
 # Defects that mean our own code failed and a last-resort guard stepped in.
@@ -464,6 +469,34 @@ def test_every_corpus_message_parses(corpus: Path) -> None:
 
     assert len(paths) > 400
     assert not failures, "\n".join(failures)
+
+
+def _address_headers(corpus: Path) -> list[str]:
+    """Every From/To/Cc/Reply-To value in the corpus, unfolded as `fields` reads it."""
+    sources = [path.read_bytes() for path in _corpus_messages(corpus)]
+    sources += [path.read_bytes() for path in (corpus / "threading" / "lkml" / "cur").iterdir()]
+    archive = corpus / "threading" / "fedora" / "fedora-devel-mailman" / "2010-January.txt"
+    sources += [bytes(message) for message in mailbox.mbox(archive)]
+    values = []
+    for data in sources:
+        tree = email.message_from_bytes(data, policy=compat32)
+        for name in ("From", "To", "Cc", "Reply-To"):
+            values += [unfolded_text(value, []) for value in tree.get_all(name) or []]
+    return values
+
+
+def test_plain_address_lists_read_directly_agree_with_the_strict_parser(corpus: Path) -> None:
+    compared, disagreements = 0, []
+    for text in _address_headers(corpus):
+        plain = plain_address_pairs(text)
+        if plain is None:
+            continue
+        compared += 1
+        strict = strict_address_pairs(text, [])
+        if plain != strict:
+            disagreements.append(f"{text!r}: {plain} != {strict}")
+    assert compared > 500, "the corpus has hundreds of plain address headers"
+    assert not disagreements, "\n".join(disagreements)
 
 
 # Agreement with Stalwart's mail-parser ------------------------------------------------
