@@ -112,12 +112,18 @@ class WorkerPool:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the parent runs threads (web server, thread pool).
-        return ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
             initargs=(self.settings,),
         )
+        # Start every worker now (each submission to a pool with no idle
+        # worker starts one), so the first messages do not wait a second
+        # for a worker to import the pipeline.
+        for _ in range(self.processes):
+            pool.submit(_ready)
+        return pool
 
     async def deliver_batch(self, raws: Sequence[RawMessage]) -> list[DeliveryReport]:
         loop = asyncio.get_running_loop()
@@ -156,6 +162,10 @@ def make_deliverer(settings: Settings, pipeline: Pipeline) -> Deliverer:
 def _start_worker(settings: Settings) -> None:
     global _worker_pipeline
     _worker_pipeline = make_pipeline(settings, Database(settings.database_url))
+
+
+def _ready() -> None:
+    return None
 
 
 def _deliver_in_worker(raws: list[RawMessage]) -> list[DeliveryReport]:
