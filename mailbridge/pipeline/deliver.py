@@ -159,10 +159,10 @@ class Pipeline:
     ) -> list[DeliveryReport]:
         envelopes = [item.raw.envelope.rcpt_tos if item else () for item in prepared]
         routes = route_messages(conn, envelopes)
-        lock_groups_for_threading(conn, (r.group_id for rs in routes for r in rs))
+        lock_groups_for_threading(conn, (r.group_id for rs in routes if rs for r in rs))
         reports = []
         for raw, item, item_routes in zip(raws, prepared, routes, strict=True):
-            if item is None:
+            if item is None or item_routes is None:
                 reports.append(_deferred(raw))
             elif not item_routes:
                 reports.append(_refuse_unrouted(conn, item))

@@ -7,6 +7,7 @@ addresses of one group make one route, so one post.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from feed.groups import Group
 from feed.policy import SenderPolicy, parse_policy
 from mailbridge import replies
 from mailbridge.pipeline.types import Reply
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,14 +80,26 @@ def _is_bound_domain(conn: Connection, domain: str) -> bool:
     return conn.execute(_BINDING_IN_DOMAIN, {"domain": domain}).first() is not None
 
 
-def route_messages(conn: Connection, envelopes: Sequence[Sequence[str]]) -> list[list[Route]]:
+def route_messages(
+    conn: Connection, envelopes: Sequence[Sequence[str]]
+) -> list[list[Route] | None]:
     """For each envelope, one `Route` per group in the order its recipients
-    first name them; one query for a whole delivery batch."""
+    first name them; one query for a whole delivery batch. None for an
+    envelope that reaches a binding whose row cannot be read (logged): that
+    message is deferred, the rest of the batch goes on."""
     wanted = [list(dict.fromkeys(normalize_recipient(r) for r in rcpts)) for rcpts in envelopes]
     every = sorted({address for addresses in wanted for address in addresses})
     rows = conn.execute(_BINDINGS, {"addresses": every}).all()
     by_address = {row.address: _Bound(row.id, row.slug, row.sender_policy) for row in rows}
-    return [_routes(addresses, by_address) for addresses in wanted]
+    return [_routes_or_none(addresses, by_address) for addresses in wanted]
+
+
+def _routes_or_none(addresses: list[str], by_address: Mapping[str, _Bound]) -> list[Route] | None:
+    try:
+        return _routes(addresses, by_address)
+    except InvalidInputError:
+        log.exception("cannot route a message to %s", ", ".join(addresses))
+        return None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from feed.bindings import Binding
 from feed.db import Database
 from feed.events import Event
 from feed.posts import Post
@@ -174,3 +175,29 @@ def test_a_batch_threads_a_reply_to_a_parent_of_the_same_batch_and_skips_its_rep
         assert session.get_one(Post, reply.post_id).parent_id == parent.post_id
     assert repeat.post_id is None
     assert repeat.reason == f"duplicate of post {parent.post_id} (same Message-ID)"
+
+
+def test_a_message_that_cannot_be_delivered_is_deferred_alone(
+    pipeline: Pipeline, db: Database, make: Factory
+) -> None:
+    make.group("ops")
+    make.binding("ops@company.example", "ops", senders="anyone")
+    with db.transaction() as session:  # a row no command would write
+        session.execute(
+            update(Binding)
+            .where(Binding.address == "ops@company.example")
+            .values(sender_policy="everybody")
+        )
+    to_ops = RawMessage(
+        mail("o@x", "For ops"),
+        Envelope("bob@company.example", ("ops@company.example",)),
+        Source.SMTP,
+    )
+    to_eng = RawMessage(
+        mail("e@x", "For eng"), Envelope("bob@company.example", (BOUND,)), Source.SMTP
+    )
+    deferred, delivered = pipeline.deliver_batch([to_ops, to_eng])
+    assert deferred.combined_reply().code == 451
+    assert delivered.outcomes[BOUND].post_id is not None
+    with db.reader() as session:
+        assert session.scalars(select(Post.message_id)).all() == ["e@x"]
