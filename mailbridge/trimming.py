@@ -196,7 +196,7 @@ def _line_kind(line: str, fenced: bool) -> str:
         return _TEXT
     if not line.strip():
         return _EMPTY
-    if _FORWARD_MARKER.fullmatch(_QUOTE_PREFIX.sub("", line, count=1)):
+    if _may_mark_forward(line) and _FORWARD_MARKER.fullmatch(_unquoted(line)):
         return _FORWARD
     if _ORIGINAL_MESSAGE.fullmatch(line):
         return _HEADER
@@ -209,6 +209,18 @@ def _line_kind(line: str, fenced: bool) -> str:
     if _MOBILE_SIGNATURE.fullmatch(line):
         return _SIGNATURE
     return _TEXT
+
+
+def _may_mark_forward(line: str) -> bool:
+    # Every forward marker has dashes or a colon; most lines have neither,
+    # and the checks below are the costliest per line.
+    return "-" in line or ":" in line
+
+
+def _unquoted(line: str) -> str:
+    # The prefix needs a '>' or '|': skip the search (a scan of the whole
+    # line) when there is none.
+    return _QUOTE_PREFIX.sub("", line, count=1) if ">" in line or "|" in line else line
 
 
 def _field_blocks(lines: list[str], fenced: list[bool]) -> dict[int, tuple[int, str]]:
