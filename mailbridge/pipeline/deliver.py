@@ -2,15 +2,15 @@
 
 parse → classify → extract (pure, outside the database lock), then route →
 authorize → thread → persist in one write transaction for a batch of
-messages, a savepoint per message and group. Stage stops become recorded
-outcomes; an unexpected error becomes a temporary failure (the sender
-retries), never a lost message.
+messages (written again with a savepoint per message and group if any of
+them fails). Stage stops become recorded outcomes; an unexpected error
+becomes a temporary failure (the sender retries), never a lost message.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -120,18 +120,26 @@ class Pipeline:
         """Deliver messages together: one report each, all after one commit.
 
         Parsing, classification, extraction and the blob writes run first,
-        outside the database lock. Then one write transaction: each message's
-        work for each group runs in its own savepoint, so a failure undoes
-        only that message's rows, and a single commit (a single WAL fsync on
-        SQLite) makes the whole batch durable. Nothing is reported before
-        that commit, so no 250 ever precedes durability (group commit).
+        outside the database lock. Then one write transaction and a single
+        commit (a single WAL fsync on SQLite) for the whole batch; a failure
+        undoes only the failing message's rows (see below). Nothing is
+        reported before that commit, so no 250 ever precedes durability
+        (group commit).
         """
         # The raw blobs are written (and fsynced) while the messages are parsed.
         stored = [self.blobs.put_soon(raw.data) for raw in raws]
         prepared = [self._prepare(raw, blob) for raw, blob in zip(raws, stored, strict=True)]
+        # First without savepoints (two statements a message fewer); if
+        # anything fails the batch is rolled back and written again with a
+        # savepoint per message, so that only the failing one is deferred.
         try:
             with self.db.transaction() as session:
-                return self._write(session.connection(), raws, prepared)
+                return self._write(session.connection(), raws, prepared, self._deliver_to_group)
+        except Exception as exc:
+            log.warning("a delivery batch failed (%r); writing it again message by message", exc)
+        try:
+            with self.db.transaction() as session:
+                return self._write(session.connection(), raws, prepared, self._isolated)
         except Exception:
             log.exception("the delivery transaction of %d message(s) failed", len(raws))
             return [_deferred(raw) for raw in raws]
@@ -155,7 +163,11 @@ class Pipeline:
         return Prepared(raw, sha256, message, message_id, kind, content, digests)
 
     def _write(
-        self, conn: Connection, raws: Sequence[RawMessage], prepared: Sequence[Prepared | None]
+        self,
+        conn: Connection,
+        raws: Sequence[RawMessage],
+        prepared: Sequence[Prepared | None],
+        deliver_one: Callable[[Connection, Prepared, Route], Outcome],
     ) -> list[DeliveryReport]:
         envelopes = [item.raw.envelope.rcpt_tos if item else () for item in prepared]
         routes = route_messages(conn, envelopes)
@@ -169,12 +181,13 @@ class Pipeline:
             else:
                 outcomes: dict[str, Outcome] = {}
                 for route in item_routes:
-                    outcome = self._deliver_in_savepoint(conn, item, route)
+                    outcome = deliver_one(conn, item, route)
                     outcomes.update(dict.fromkeys(route.recipients, outcome))
                 reports.append(DeliveryReport(outcomes))
         return reports
 
-    def _deliver_in_savepoint(self, conn: Connection, item: Prepared, route: Route) -> Outcome:
+    def _isolated(self, conn: Connection, item: Prepared, route: Route) -> Outcome:
+        """`_deliver_to_group` in a savepoint: a failure is this message's alone."""
         try:
             try:
                 with conn.begin_nested():
