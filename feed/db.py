@@ -8,6 +8,8 @@ of this.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -31,11 +33,12 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(**{WRITE_OPTION: True})
         self._writers = sessionmaker(writer, expire_on_commit=False)
+        self._write_lock = _write_lock_path(self.url)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction: committed when the block ends, rolled back on error."""
-        with self._writers() as session, session.begin():
+        with writer_turn(self._write_lock), self._writers() as session, session.begin():
             yield session
 
     @contextmanager
@@ -47,6 +50,34 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _write_lock_path(url: URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(f"{url.database}.write-lock")
+
+
+@contextmanager
+def writer_turn(lock_path: Path | None) -> Iterator[None]:
+    """Take turns to write a SQLite file, waking the moment the turn is free.
+
+    SQLite serialises writers itself, but a writer that finds the file
+    locked sleeps in its busy handler (1, 2, 5, ... up to 100 ms) and wakes
+    late; `flock` hands the turn over at once. Each turn opens the lock file
+    anew: flock excludes open file descriptions, so threads of one process
+    exclude each other too. Other programs (the CLI, sqlite3) still meet
+    SQLite's own lock and busy timeout.
+    """
+    if lock_path is None:
+        yield
+        return
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def ensure_sqlite_folder(url: str) -> None:
