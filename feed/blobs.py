@@ -17,11 +17,24 @@ import hashlib
 import os
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 # Concurrent writers: each blob waits on two fsyncs (about a millisecond on
 # our disks), time better spent parsing the next message.
 WRITER_THREADS = 4
+
+
+@dataclass(frozen=True)
+class PendingBlob:
+    """A blob being written: its digest now, its durability once `wait` returns."""
+
+    digest: str
+    write: Future[str]
+
+    def wait(self) -> str:
+        """Block until the blob is durable; raise what the write raised."""
+        return self.write.result()
 
 
 class BlobStore:
@@ -65,11 +78,11 @@ class BlobStore:
         # A new folder's own entry must be durable too before a blob in it is.
         _fsync_dir(self.root)
 
-    def put_soon(self, data: bytes) -> Future[str]:
-        """`put` in a background thread; the future's digest means durable."""
+    def put_soon(self, data: bytes) -> PendingBlob:
+        """`put` in a background thread."""
         if self._writers is None:
             self._writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="blob-writer")
-        return self._writers.submit(self.put, data)
+        return PendingBlob(hashlib.sha256(data).hexdigest(), self._writers.submit(self.put, data))
 
     def get(self, sha256: str) -> bytes:
         return self.path_for(sha256).read_bytes()

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert
 from sqlalchemy.exc import IntegrityError
 
 from feed.base import utcnow
-from feed.blobs import BlobStore
+from feed.blobs import BlobStore, PendingBlob
 from feed.db import Database
 from feed.inbound import InboundLog, InboundStatus
 from mailbridge import replies
@@ -88,12 +87,26 @@ class Prepared:
     """What the pure stages made of a message, before the database is touched."""
 
     raw: RawMessage
-    sha256: str
+    blob: PendingBlob  # the raw message
     message: ParsedMessage
     message_id: str
     classification: Classification
     content: Content | None  # extracted only for a person's mail
-    digests: tuple[str, ...]
+    attachment_blobs: tuple[PendingBlob, ...]
+
+    @property
+    def sha256(self) -> str:
+        return self.blob.digest
+
+    def wait_stored(self) -> None:
+        """Block until its blobs are durable, before rows that name them are written.
+
+        The writes started before parsing; by the time a message's rows are
+        written (after the whole batch was prepared) they have mostly ended,
+        so the database lock is seldom held waiting on a disk.
+        """
+        for blob in (self.blob, *self.attachment_blobs):
+            blob.wait()
 
 
 @dataclass(frozen=True)
@@ -144,7 +157,7 @@ class Pipeline:
             log.exception("the delivery transaction of %d message(s) failed", len(raws))
             return [_deferred(raw) for raw in raws]
 
-    def _prepare(self, raw: RawMessage, stored: Future[str]) -> Prepared | None:
+    def _prepare(self, raw: RawMessage, stored: PendingBlob) -> Prepared | None:
         try:
             message = parse_message(raw.data)
             message_id = storable_id(message.message_id or derive_message_id(message))
@@ -152,15 +165,13 @@ class Pipeline:
                 message, own_domains=self.local_domains, loop_header_value=self.loop_marker
             )
             if kind.kind is not MailKind.PERSON:
-                return Prepared(raw, stored.result(), message, message_id, kind, None, ())
+                return Prepared(raw, stored, message, message_id, kind, None, ())
             content = extract_content(message)
-            parts = [self.blobs.put_soon(part.data) for part in content.attachments]
-            digests = tuple(part.result() for part in parts)
-            sha256 = stored.result()
+            parts = tuple(self.blobs.put_soon(part.data) for part in content.attachments)
         except Exception:
             log.exception("preparing a message from %s failed", raw.envelope.mail_from)
             return None
-        return Prepared(raw, sha256, message, message_id, kind, content, digests)
+        return Prepared(raw, stored, message, message_id, kind, content, parts)
 
     def _write(
         self,
@@ -202,6 +213,7 @@ class Pipeline:
             return TEMPORARY
 
     def _deliver_to_group(self, conn: Connection, item: Prepared, route: Route) -> Outcome:
+        item.wait_stored()
         if item.content is None:
             return _stopped(conn, item, Ignore(item.classification.reason), route)
         try:
@@ -232,7 +244,7 @@ class Pipeline:
             author,
             placement,
             content,
-            item.digests,
+            tuple(blob.digest for blob in item.attachment_blobs),
             now,
         )
         return persist_post(conn, new)
@@ -240,6 +252,7 @@ class Pipeline:
 
 def _refuse_unrouted(conn: Connection, item: Prepared) -> DeliveryReport:
     reason = "no envelope recipient is bound to a group"
+    item.wait_stored()
     _log_inbound(conn, item.raw, item.message, item.sha256, InboundStatus.REJECTED, reason)
     outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT)
     return DeliveryReport(dict.fromkeys(item.raw.envelope.rcpt_tos, outcome))

@@ -16,7 +16,9 @@ def test_a_blob_is_stored_once_under_its_digest(tmp_path: Path) -> None:
     digest = store.put(data)
     assert digest == hashlib.sha256(data).hexdigest()
     assert (tmp_path / "blobs" / digest[:2] / digest).read_bytes() == data
-    assert store.put_soon(data).result(timeout=10) == digest
+    pending = store.put_soon(data)
+    assert pending.digest == digest
+    assert pending.wait() == digest
     assert [p.name for p in (tmp_path / "blobs" / digest[:2]).iterdir()] == [digest]
     assert store.get(digest) == data
 
