@@ -5,9 +5,12 @@ groups and 50 threads, first to a null handler that only answers 250, then to
 a real `mailbridge serve` (each 250 comes after the commit), in the same run,
 once it has finished starting. Prints both rates, their ratio, the server's
 peak RSS and CPU time per message (with its worker processes), and checks
-that every message became a post in the right number of threads.
+that every message became a post in the right number of threads. The
+machines are noisy (the baseline alone moves by half between runs), so
+`--rounds N` repeats the pair N times and reports the median ratio.
 
     python bench/ingest.py                      # SQLite in a temporary folder
+    python bench/ingest.py --rounds 5           # five pairs, median ratio
     python bench/ingest.py --database-url postgresql://postgres@127.0.0.1:5432/test
 """
 
@@ -19,6 +22,7 @@ import os
 import random
 import smtplib
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +32,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -221,17 +226,23 @@ def count_results(url: str) -> tuple[int, int]:
     return posts, threads
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=3000)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default SQLite)")
-    args = parser.parse_args()
-    messages = make_messages(args.messages)
-    size = sum(len(data) for _, data in messages) / len(messages)
+@dataclass(frozen=True)
+class Round:
+    null_rate: float
+    rate: float
+    rss_mib: float
+    cpu_ms: float  # server CPU per message
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.null_rate
+
+
+def run_round(messages: Sequence[tuple[str, bytes]], connections: int, pg_url: str | None) -> Round:
+    """The null server, then a fresh MailBridge (new data folder and database)."""
     with tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp:
         data_dir = Path(tmp) / "var"
-        with database(args.database_url, data_dir) as url:
+        with database(pg_url, data_dir) as url:
             set_up(url)
             null_port, smtp_port = free_port(), free_port()
             env = {
@@ -246,28 +257,49 @@ def main() -> None:
             }
             null_cmd = [sys.executable, str(ROOT / "bench" / "null_smtp.py"), str(null_port)]
             with running(null_cmd, null_port, env):
-                null_rate = send_all(null_port, messages, args.connections)
+                null_rate = send_all(null_port, messages, connections)
             serve_cmd = [sys.executable, "-m", "mailbridge.cli", "serve", "--log-level=WARNING"]
             with running(serve_cmd, smtp_port, env) as pid:
                 wait_until_idle(pid)
                 cpu_before = cpu_seconds(pid)
-                rate = send_all(smtp_port, messages, args.connections)
+                rate = send_all(smtp_port, messages, connections)
                 cpu = cpu_seconds(pid) - cpu_before
                 rss = peak_rss_mib(pid)
             posts, threads = count_results(url)
+    if posts != len(messages) or threads != THREADS:
+        raise SystemExit(f"expected {len(messages)} posts in {THREADS} threads")
+    return Round(null_rate, rate, rss, cpu * 1000 / len(messages))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default SQLite)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="null-then-MailBridge pairs; the median ratio"
+    )
+    args = parser.parse_args()
+    messages = make_messages(args.messages)
+    size = sum(len(data) for _, data in messages) / len(messages)
     backend = "postgresql" if args.database_url else "sqlite"
     print(f"backend          {backend}")
     print(
         f"messages         {len(messages)} x {size / 1024:.1f} KB, {args.connections} connections"
     )
-    print(f"null aiosmtpd    {null_rate:8.1f} msg/s")
-    print(f"mailbridge       {rate:8.1f} msg/s")
-    print(f"ratio            {rate / null_rate:8.3f}")
-    print(f"server peak RSS  {rss:8.1f} MiB (with its worker processes)")
-    print(f"server CPU       {cpu * 1000 / len(messages):8.2f} ms/msg (user + system)")
-    print(f"posts / threads  {posts} / {threads}")
-    if posts != len(messages) or threads != THREADS:
-        raise SystemExit(f"expected {len(messages)} posts in {THREADS} threads")
+    print(f"posts / threads  checked {len(messages)} / {THREADS} after every round")
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        result = run_round(messages, args.connections, args.database_url)
+        rounds.append(result)
+        print(
+            f"round {number}: null aiosmtpd {result.null_rate:7.1f} msg/s, "
+            f"mailbridge {result.rate:6.1f} msg/s, ratio {result.ratio:.3f}, "
+            f"server CPU {result.cpu_ms:.2f} ms/msg, peak RSS {result.rss_mib:.1f} MiB"
+        )
+    print(f"median ratio     {statistics.median(r.ratio for r in rounds):8.3f}")
+    print(f"median rate      {statistics.median(r.rate for r in rounds):8.1f} msg/s")
+    print(f"server peak RSS  {max(r.rss_mib for r in rounds):8.1f} MiB (with its worker processes)")
 
 
 if __name__ == "__main__":
