@@ -30,9 +30,10 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-def append_event(conn: Connection, kind: EventKind, **payload: Any) -> None:
-    """Add an event to the current transaction (committed with it, never alone)."""
-    conn.execute(_INSERT_EVENT, {"kind": str(kind), "payload": payload, "created_at": utcnow()})
+def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Add events ({"kind", "payload", "created_at"}) to the current
+    transaction: committed with the change they describe, never alone."""
+    conn.execute(_INSERT_EVENT, rows)
 
 
 _INSERT_EVENT = insert(Event)

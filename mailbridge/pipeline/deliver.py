@@ -13,18 +13,19 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from feed.base import utcnow
 from feed.blobs import BlobStore, PendingBlob
 from feed.db import Database
-from feed.inbound import InboundLog, InboundStatus
+from feed.inbound import InboundStatus
 from mailbridge import replies
 from mailbridge.message import ParsedMessage
 from mailbridge.pipeline.authorize import authorize_sender
 from mailbridge.pipeline.classify import Classification, MailKind, classify_message
 from mailbridge.pipeline.extract import Content, extract_content
+from mailbridge.pipeline.journal import Journal
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
 from mailbridge.pipeline.route import (
@@ -122,9 +123,10 @@ class Pipeline:
 
     def record_refusal(self, raw: RawMessage, reason: str, size: int = 0) -> None:
         """Log a message refused before its content was accepted (RCPT, size)."""
+        journal = Journal()
+        journal.received(raw, None, None, InboundStatus.REJECTED, reason, size=size)
         with self.db.transaction() as session:
-            conn = session.connection()
-            _log_inbound(conn, raw, None, None, InboundStatus.REJECTED, reason, size=size)
+            journal.write(session.connection())
 
     def deliver(self, raw: RawMessage) -> DeliveryReport:
         return self.deliver_batch([raw])[0]
@@ -178,62 +180,70 @@ class Pipeline:
         conn: Connection,
         raws: Sequence[RawMessage],
         prepared: Sequence[Prepared | None],
-        deliver_one: Callable[[Connection, Prepared, Route], Outcome],
+        deliver_one: Callable[[Connection, Prepared, Route, Journal], Outcome],
     ) -> list[DeliveryReport]:
         envelopes = [item.raw.envelope.rcpt_tos if item else () for item in prepared]
         routes = route_messages(conn, envelopes)
         lock_groups_for_threading(conn, (r.group_id for rs in routes if rs for r in rs))
         reports = []
+        journal = Journal()
         for raw, item, item_routes in zip(raws, prepared, routes, strict=True):
             if item is None or item_routes is None:
                 reports.append(_deferred(raw))
             elif not item_routes:
-                reports.append(_refuse_unrouted(conn, item))
+                reports.append(_refuse_unrouted(item, journal))
             else:
                 outcomes: dict[str, Outcome] = {}
                 for route in item_routes:
-                    outcome = deliver_one(conn, item, route)
+                    outcome = deliver_one(conn, item, route, journal)
                     outcomes.update(dict.fromkeys(route.recipients, outcome))
                 reports.append(DeliveryReport(outcomes))
+        journal.write(conn)
         return reports
 
-    def _isolated(self, conn: Connection, item: Prepared, route: Route) -> Outcome:
+    def _isolated(
+        self, conn: Connection, item: Prepared, route: Route, journal: Journal
+    ) -> Outcome:
         """`_deliver_to_group` in a savepoint: a failure is this message's alone."""
         try:
             try:
-                with conn.begin_nested():
-                    return self._deliver_to_group(conn, item, route)
+                return self._in_savepoint(conn, item, route, journal)
             except IntegrityError:
                 # A concurrent delivery of the same Message-ID won the race;
                 # the second attempt finds it and records a duplicate.
-                with conn.begin_nested():
-                    return self._deliver_to_group(conn, item, route)
+                return self._in_savepoint(conn, item, route, journal)
         except Exception:
             log.exception("delivery of %s to group %s failed", item.message_id, route.group_slug)
             return TEMPORARY
 
-    def _deliver_to_group(self, conn: Connection, item: Prepared, route: Route) -> Outcome:
+    def _in_savepoint(
+        self, conn: Connection, item: Prepared, route: Route, journal: Journal
+    ) -> Outcome:
+        own = Journal()  # kept only if the savepoint is
+        with conn.begin_nested():
+            outcome = self._deliver_to_group(conn, item, route, own)
+        journal.add(own)
+        return outcome
+
+    def _deliver_to_group(
+        self, conn: Connection, item: Prepared, route: Route, journal: Journal
+    ) -> Outcome:
         item.wait_stored()
         if item.content is None:
-            return _stopped(conn, item, Ignore(item.classification.reason), route)
+            return _stopped(item, Ignore(item.classification.reason), route, journal)
         try:
-            post_id = self._post(conn, item, item.content, route)
+            post_id = self._post(conn, item, item.content, route, journal)
         except StageStop as stop:
-            return _stopped(conn, item, stop, route)
+            return _stopped(item, stop, route, journal)
         reason = f"posted to group {route.group_slug}"
-        _log_inbound(
-            conn,
-            item.raw,
-            item.message,
-            item.sha256,
-            InboundStatus.ACCEPTED,
-            reason,
-            route,
-            post_id,
+        journal.received(
+            item.raw, item.message, item.sha256, InboundStatus.ACCEPTED, reason, route, post_id
         )
         return Outcome(InboundStatus.ACCEPTED, reason, replies.OK_QUEUED, post_id)
 
-    def _post(self, conn: Connection, item: Prepared, content: Content, route: Route) -> int:
+    def _post(
+        self, conn: Connection, item: Prepared, content: Content, route: Route, journal: Journal
+    ) -> int:
         author = authorize_sender(conn, item.message, route)
         now = utcnow()
         placement = resolve_thread(conn, item.message, item.message_id, route.group_id, now)
@@ -247,13 +257,13 @@ class Pipeline:
             tuple(blob.digest for blob in item.attachment_blobs),
             now,
         )
-        return persist_post(conn, new)
+        return persist_post(conn, new, journal)
 
 
-def _refuse_unrouted(conn: Connection, item: Prepared) -> DeliveryReport:
+def _refuse_unrouted(item: Prepared, journal: Journal) -> DeliveryReport:
     reason = "no envelope recipient is bound to a group"
     item.wait_stored()
-    _log_inbound(conn, item.raw, item.message, item.sha256, InboundStatus.REJECTED, reason)
+    journal.received(item.raw, item.message, item.sha256, InboundStatus.REJECTED, reason)
     outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT)
     return DeliveryReport(dict.fromkeys(item.raw.envelope.rcpt_tos, outcome))
 
@@ -264,39 +274,7 @@ def _deferred(raw: RawMessage) -> DeliveryReport:
     return DeliveryReport(dict.fromkeys(recipients, TEMPORARY))
 
 
-def _stopped(conn: Connection, item: Prepared, stop: StageStop, route: Route) -> Outcome:
+def _stopped(item: Prepared, stop: StageStop, route: Route, journal: Journal) -> Outcome:
     """Record a stage's stop in the inbound log and say what to answer."""
-    _log_inbound(conn, item.raw, item.message, item.sha256, stop.status, stop.reason, route)
+    journal.received(item.raw, item.message, item.sha256, stop.status, stop.reason, route)
     return Outcome(stop.status, stop.reason, stop.reply or DEFAULT_REPLIES[stop.status])
-
-
-def _log_inbound(
-    conn: Connection,
-    raw: RawMessage,
-    message: ParsedMessage | None,
-    sha256: str | None,
-    status: InboundStatus,
-    reason: str,
-    route: Route | None = None,
-    post_id: int | None = None,
-    size: int = 0,
-) -> None:
-    row = {
-        "received_at": utcnow(),
-        "source": str(raw.source),
-        "remote": raw.envelope.remote[:255],
-        "mail_from": raw.envelope.mail_from[:998],
-        "rcpt_to": ",".join(route.recipients if route else raw.envelope.rcpt_tos),
-        "message_id": storable_id(message.message_id) if message and message.message_id else None,
-        "subject": (message.subject[:998] if message else ""),
-        "sha256": sha256,
-        "size": len(raw.data) or size,
-        "status": str(status),
-        "reason": reason,
-        "group_id": route.group_id if route else None,
-        "post_id": post_id,
-    }
-    conn.execute(_INSERT_LOG, row)
-
-
-_INSERT_LOG = insert(InboundLog)

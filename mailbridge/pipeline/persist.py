@@ -13,12 +13,13 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, case, delete, insert, select, update
 
 from feed.base import UTCDateTime
-from feed.events import EventKind, append_event
+from feed.events import EventKind
 from feed.posts import Attachment, Post, PostReference
 from feed.threads import Thread
 from mailbridge.message import ParsedMessage
 from mailbridge.pipeline.authorize import Author
 from mailbridge.pipeline.extract import Content
+from mailbridge.pipeline.journal import Journal
 from mailbridge.pipeline.thread import Placement
 
 MAX_SUBJECT = 998  # RFC 5322 §2.1.1 line limit
@@ -38,9 +39,10 @@ class NewPost:
     received_at: datetime
 
 
-def persist_post(conn: Connection, new: NewPost) -> int:
-    """Insert the post and what hangs off it; the new post's id."""
-    thread_id = _thread_for(conn, new)
+def persist_post(conn: Connection, new: NewPost, journal: Journal) -> int:
+    """Insert the post and what hangs off it; the new post's id. Its events
+    go to `journal`, written with the batch."""
+    thread_id = _thread_for(conn, new, journal)
     post_id: int = conn.execute(
         _INSERT_POST,
         {
@@ -66,13 +68,13 @@ def persist_post(conn: Connection, new: NewPost) -> int:
     if new.placement.orphan_ids:
         conn.execute(_ADOPT_ORPHANS, {"parent": post_id, "ids": new.placement.orphan_ids})
     conn.execute(_BUMP_THREAD, {"tid": thread_id, "at": new.received_at})
-    append_event(
-        conn, EventKind.POST_CREATED, post_id=post_id, thread_id=thread_id, group_id=new.group_id
+    journal.event(
+        EventKind.POST_CREATED, post_id=post_id, thread_id=thread_id, group_id=new.group_id
     )
     return post_id
 
 
-def _thread_for(conn: Connection, new: NewPost) -> int:
+def _thread_for(conn: Connection, new: NewPost, journal: Journal) -> int:
     placement = new.placement
     if placement.thread_id is None:
         thread_id: int = conn.execute(
@@ -88,11 +90,11 @@ def _thread_for(conn: Connection, new: NewPost) -> int:
         ).scalar_one()
         return thread_id
     for other_id in placement.merge_thread_ids:
-        _merge_into(conn, placement.thread_id, other_id)
+        _merge_into(conn, placement.thread_id, other_id, journal)
     return placement.thread_id
 
 
-def _merge_into(conn: Connection, target_id: int, other_id: int) -> None:
+def _merge_into(conn: Connection, target_id: int, other_id: int, journal: Journal) -> None:
     """Two threads turned out to be one conversation: move the posts over."""
     rows = conn.execute(select(Thread).where(Thread.id.in_((target_id, other_id))))
     by_id = {row.id: row for row in rows}
@@ -114,8 +116,7 @@ def _merge_into(conn: Connection, target_id: int, other_id: int) -> None:
         )
     )
     conn.execute(delete(Thread).where(Thread.id == other_id))
-    append_event(
-        conn,
+    journal.event(
         EventKind.THREADS_MERGED,
         thread_id=target_id,
         merged_thread_id=other_id,
