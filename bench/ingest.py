@@ -167,12 +167,10 @@ def wait_until_idle(pid: int, timeout: float = 30.0) -> None:
 def peak_rss_mib(pid: int) -> float:
     """Peak resident memory of a process and its children (delivery workers)."""
     total = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            total += int(line.split()[1]) / 1024
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += peak_rss_mib(int(child))
+    for member in process_tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
     return total
 
 

@@ -11,7 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from feed.addresses import domain_of, normalize_address
@@ -62,11 +62,22 @@ def get_user(session: Session, email: str) -> User:
     return user
 
 
+# Built once: the delivery pipeline runs them for every message.
+USER_BY_ADDRESS = select(User).join(UserAddress).where(UserAddress.email == bindparam("address"))
+_MEMBERSHIP = (
+    select(Membership.id)
+    .where(Membership.group_id == bindparam("group_id"), Membership.user_id == bindparam("user_id"))
+    .limit(1)
+)
+
+
 def find_user_by_address(session: Session, address: str) -> User | None:
-    """The user who owns `address` (primary or alias), if any."""
-    return session.scalar(
-        select(User).join(UserAddress).where(UserAddress.email == address.lower())
-    )
+    """The user who owns `address` (primary or alias), if any.
+
+    On a Core connection, run `USER_BY_ADDRESS` with the lower-cased address
+    for the same rule as a row.
+    """
+    return session.scalar(USER_BY_ADDRESS, {"address": address.lower()})
 
 
 def add_group(session: Session, slug: str, name: str, *, private: bool = False) -> Group:
@@ -100,15 +111,9 @@ def add_member(session: Session, slug: str, email: str, *, role: str = "member")
     return membership
 
 
-def is_member(session: Session, group_id: int, user_id: int) -> bool:
-    return (
-        session.scalar(
-            select(Membership.id).where(
-                Membership.group_id == group_id, Membership.user_id == user_id
-            )
-        )
-        is not None
-    )
+def is_member(db: Session | Connection, group_id: int, user_id: int) -> bool:
+    params = {"group_id": group_id, "user_id": user_id}
+    return db.execute(_MEMBERSHIP, params).first() is not None
 
 
 def add_binding(session: Session, address: str, slug: str, senders: str) -> Binding:

@@ -3,8 +3,8 @@
 The protocol handlers only translate: RCPT is checked against bindings
 (550 5.1.1 unknown, 550 5.7.1 relaying denied: never an open relay), DATA
 goes to the `Deliverer` (batched, in worker processes), and the reply is
-sent only once that returns, that is after the commit. LMTP answers once per recipient
-after DATA (RFC 2033 §4.2).
+sent only once that returns, that is after the commit. LMTP answers once per
+recipient after DATA (RFC 2033 §4.2).
 """
 
 from __future__ import annotations

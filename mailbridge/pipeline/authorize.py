@@ -9,26 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection
 
-from feed.groups import Membership
-from feed.users import User, UserAddress
+from feed.admin import USER_BY_ADDRESS, is_member
 from mailbridge import replies
 from mailbridge.message import ParsedMessage
 from mailbridge.pipeline.route import Route
 from mailbridge.pipeline.types import Reject, Reply
-
-# Built once: the write path runs these for every message (see bench/RESULTS.md).
-USER_BY_ADDRESS = (
-    select(User.id, User.name)
-    .join(UserAddress, UserAddress.user_id == User.id)
-    .where(UserAddress.email == bindparam("address"))
-)
-MEMBERSHIP = (
-    select(Membership.id)
-    .where(Membership.group_id == bindparam("group_id"), Membership.user_id == bindparam("user_id"))
-    .limit(1)
-)
 
 
 @dataclass(frozen=True)
@@ -46,8 +33,7 @@ def authorize_sender(conn: Connection, message: ParsedMessage, route: Route) -> 
     member = (
         user is not None
         and route.policy.needs_membership
-        and conn.execute(MEMBERSHIP, {"group_id": route.group_id, "user_id": user.id}).first()
-        is not None
+        and is_member(conn, route.group_id, user.id)
     )
     refusal = route.policy.refusal(email, is_member=member)
     if refusal is not None:
