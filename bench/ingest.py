@@ -97,8 +97,14 @@ def make_messages(count: int, seed: int = 7) -> list[tuple[str, bytes]]:
     return messages
 
 
-def send_all(port: int, messages: Sequence[tuple[str, bytes]], connections: int) -> float:
-    """Messages per second over `connections` concurrent SMTP sessions."""
+@dataclass(frozen=True)
+class Sent:
+    rate: float  # messages per second
+    client_cpu_ms: float  # this process's CPU (the SMTP clients) per message
+
+
+def send_all(port: int, messages: Sequence[tuple[str, bytes]], connections: int) -> Sent:
+    """Send over `connections` concurrent SMTP sessions; the rate and client CPU."""
     shares = [messages[i::connections] for i in range(connections)]
 
     def worker(share: Sequence[tuple[str, bytes]]) -> int:
@@ -107,12 +113,12 @@ def send_all(port: int, messages: Sequence[tuple[str, bytes]], connections: int)
                 client.sendmail("bench@company.example", [rcpt], data)
         return len(share)
 
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max_workers=connections) as pool:
         sent = sum(pool.map(worker, shares))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_before
     assert sent == len(messages)
-    return len(messages) / elapsed
+    return Sent(len(messages) / elapsed, cpu * 1000 / len(messages))
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -137,14 +143,15 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU time of one process, in seconds (proc(5))."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process tree, read before it exits."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for member in process_tree(pid):
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (proc(5))
-    return total / ticks
+    return sum(process_cpu(member) for member in process_tree(pid))
 
 
 def wait_until_idle(pid: int, timeout: float = 30.0) -> None:
@@ -230,6 +237,9 @@ class Round:
     rate: float
     rss_mib: float
     cpu_ms: float  # server CPU per message
+    door_cpu_ms: float  # of which the serving process (SMTP door), without workers
+    null_cpu_ms: float  # the null server's CPU per message
+    client_cpu_ms: float  # the SMTP clients' CPU per message (mean of both runs)
 
     @property
     def ratio(self) -> float:
@@ -254,19 +264,31 @@ def run_round(messages: Sequence[tuple[str, bytes]], connections: int, pg_url: s
                 "PYTHONPATH": str(ROOT),
             }
             null_cmd = [sys.executable, str(ROOT / "bench" / "null_smtp.py"), str(null_port)]
-            with running(null_cmd, null_port, env):
-                null_rate = send_all(null_port, messages, connections)
+            with running(null_cmd, null_port, env) as null_pid:
+                null_cpu_before = process_cpu(null_pid)
+                null = send_all(null_port, messages, connections)
+                null_cpu = process_cpu(null_pid) - null_cpu_before
             serve_cmd = [sys.executable, "-m", "mailbridge.cli", "serve", "--log-level=WARNING"]
             with running(serve_cmd, smtp_port, env) as pid:
                 wait_until_idle(pid)
-                cpu_before = cpu_seconds(pid)
-                rate = send_all(smtp_port, messages, connections)
+                cpu_before, door_before = cpu_seconds(pid), process_cpu(pid)
+                sent = send_all(smtp_port, messages, connections)
                 cpu = cpu_seconds(pid) - cpu_before
+                door = process_cpu(pid) - door_before
                 rss = peak_rss_mib(pid)
             posts, threads = count_results(url)
     if posts != len(messages) or threads != THREADS:
         raise SystemExit(f"expected {len(messages)} posts in {THREADS} threads")
-    return Round(null_rate, rate, rss, cpu * 1000 / len(messages))
+    per_message = 1000 / len(messages)
+    return Round(
+        null.rate,
+        sent.rate,
+        rss,
+        cpu * per_message,
+        door * per_message,
+        null_cpu * per_message,
+        (null.client_cpu_ms + sent.client_cpu_ms) / 2,
+    )
 
 
 def main() -> None:
@@ -293,7 +315,9 @@ def main() -> None:
         print(
             f"round {number}: null aiosmtpd {result.null_rate:7.1f} msg/s, "
             f"mailbridge {result.rate:6.1f} msg/s, ratio {result.ratio:.3f}, "
-            f"server CPU {result.cpu_ms:.2f} ms/msg, peak RSS {result.rss_mib:.1f} MiB"
+            f"server CPU {result.cpu_ms:.2f} ms/msg (door {result.door_cpu_ms:.2f}; "
+            f"null server {result.null_cpu_ms:.2f}, clients {result.client_cpu_ms:.2f}), "
+            f"peak RSS {result.rss_mib:.1f} MiB"
         )
     print(f"median ratio     {statistics.median(r.ratio for r in rounds):8.3f}")
     print(f"median rate      {statistics.median(r.rate for r in rounds):8.1f} msg/s")
