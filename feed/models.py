@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from feed.base import Base
-from feed.bindings import Binding
+from feed.bindings import Binding, ImapBinding
 from feed.events import Event
 from feed.groups import Group, Membership
 from feed.inbound import InboundLog
@@ -18,6 +18,7 @@ __all__ = [
     "Binding",
     "Event",
     "Group",
+    "ImapBinding",
     "InboundLog",
     "Membership",
     "Post",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
-from feed import admin
+from feed import admin, mailboxes
 from feed.db import Database
 from feed.errors import FeedError
 from mailbridge.config import Settings, SettingsError, load_settings
@@ -82,6 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--senders", default="members", help="members, anyone or domain:DOMAIN"
     )
     binding_add.set_defaults(func=cmd_binding_add)
+    imap = binding.add_parser("add-imap", help="bind an IMAP mailbox to a group")
+    imap.add_argument("name", help="a name for the binding, e.g. support")
+    imap.add_argument("--group", required=True)
+    imap.add_argument("--host", required=True)
+    imap.add_argument("--port", type=int, default=None, help="default 993, or 143 with --tls none")
+    imap.add_argument("--user", required=True)
+    imap.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    imap.add_argument("--folder", default="INBOX")
+    imap.add_argument("--tls", default="implicit", help="implicit (default) or none")
+    imap.add_argument("--after", default="seen", help="seen (default), move:FOLDER or delete")
+    imap.add_argument("--senders", default="members", help="members, anyone or domain:DOMAIN")
+    imap.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="allow --tls none to a host other than this machine",
+    )
+    imap.set_defaults(func=cmd_binding_add_imap)
+    imap_test = binding.add_parser("test", help="log in to an IMAP binding's mailbox")
+    imap_test.add_argument("name")
+    imap_test.set_defaults(func=cmd_binding_test)
     binding.add_parser("list", help="list bindings").set_defaults(func=cmd_binding_list)
 
     token = commands.add_parser("token", help="API tokens").add_subparsers(required=True)
@@ -174,16 +196,70 @@ def cmd_binding_add(settings: Settings, args: argparse.Namespace) -> int:
     return _in_transaction(settings, work)
 
 
+def cmd_binding_add_imap(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.password_stdin:
+        raise CliError("give the password on standard input with --password-stdin")
+    password = sys.stdin.readline().rstrip("\r\n")
+    port = args.port or (993 if args.tls == "implicit" else 143)
+    spec = mailboxes.ImapSpec(
+        args.name,
+        args.group,
+        args.host,
+        port,
+        args.user,
+        password,
+        folder=args.folder,
+        tls=args.tls,
+        after=args.after,
+        senders=args.senders,
+        allow_plaintext=args.allow_plaintext,
+    )
+
+    def work(session: Session) -> str:
+        row = mailboxes.add_imap_binding(session, settings.secret_key, spec)
+        where = f"{row.username}@{row.host}:{row.port}/{row.folder}"
+        return f"imap:{row.name} ({where}) -> {args.group} (senders: {row.sender_policy})"
+
+    return _in_transaction(settings, work)
+
+
+def cmd_binding_test(settings: Settings, args: argparse.Namespace) -> int:
+    from mailbridge.imap.probe import probe_binding
+
+    db = open_database(settings)
+    try:
+        print(probe_binding(db, settings.secret_key, args.name))
+    finally:
+        db.dispose()
+    return 0
+
+
 def cmd_binding_list(settings: Settings, args: argparse.Namespace) -> int:
     db = open_database(settings)
     try:
         with db.reader() as session:
             rows = admin.list_bindings(session)
+            imap_rows = mailboxes.list_imap_bindings(session)
     finally:
         db.dispose()
     for row in rows:
         print(f"{row.address}\t{row.group_slug}\t{row.sender_policy}")
-    if not rows:
+    for imap in imap_rows:
+        synced = imap.last_sync_at.isoformat(timespec="seconds") if imap.last_sync_at else "never"
+        fields = [
+            f"imap:{imap.name}",
+            imap.group_slug,
+            imap.sender_policy,
+            f"{imap.username}@{imap.host}:{imap.port}/{imap.folder} ({imap.tls} TLS)",
+            f"after {imap.after_import}",
+            imap.state,
+            f"last sync {synced}",
+            f"last UID {imap.last_uid}",
+        ]
+        if imap.last_error:
+            fields.append(f"error: {imap.last_error}")
+        print("\t".join(fields))
+    if not rows and not imap_rows:
         print("no bindings", file=sys.stderr)
     return 0
 

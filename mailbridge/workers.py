@@ -43,6 +43,9 @@ BatchRunner = Callable[[Sequence[RawMessage]], Awaitable[list[DeliveryReport]]]
 _worker_pipeline: Pipeline | None = None
 
 
+_Queued = tuple[list[RawMessage], "asyncio.Future[list[DeliveryReport]]"]
+
+
 class Deliverer:
     """Queues messages and delivers them in batches through `run_batch`."""
 
@@ -57,15 +60,19 @@ class Deliverer:
         self.lanes = lanes
         self.max_batch = max_batch
         self.on_close = on_close
-        self._queue: asyncio.Queue[tuple[RawMessage, asyncio.Future[DeliveryReport]]] | None
-        self._queue = None
+        self._queue: asyncio.Queue[_Queued] | None = None
         self._runners: list[asyncio.Task[None]] = []
 
     async def deliver(self, raw: RawMessage) -> DeliveryReport:
         """The report for `raw`, once its batch is committed (or failed)."""
+        return (await self.deliver_together([raw]))[0]
+
+    async def deliver_together(self, raws: Sequence[RawMessage]) -> list[DeliveryReport]:
+        """Reports for `raws`, delivered in one batch (so in one transaction,
+        in this order): an IMAP folder's cursor moves over them together."""
         queue = self._started()
-        answer: asyncio.Future[DeliveryReport] = asyncio.get_running_loop().create_future()
-        queue.put_nowait((raw, answer))
+        answer: asyncio.Future[list[DeliveryReport]] = asyncio.get_running_loop().create_future()
+        queue.put_nowait((list(raws), answer))
         return await answer
 
     async def close(self) -> None:
@@ -76,30 +83,33 @@ class Deliverer:
         if self.on_close is not None:
             await asyncio.to_thread(self.on_close)
 
-    def _started(self) -> asyncio.Queue[tuple[RawMessage, asyncio.Future[DeliveryReport]]]:
+    def _started(self) -> asyncio.Queue[_Queued]:
         # Created on first use: the queue and tasks belong to the running loop.
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._runners = [asyncio.create_task(self._run(self._queue)) for _ in range(self.lanes)]
         return self._queue
 
-    async def _run(
-        self, queue: asyncio.Queue[tuple[RawMessage, asyncio.Future[DeliveryReport]]]
-    ) -> None:
+    async def _run(self, queue: asyncio.Queue[_Queued]) -> None:
         while True:
             batch = [await queue.get()]
-            while len(batch) < self.max_batch and not queue.empty():
+            size = len(batch[0][0])
+            while size < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
+                size += len(batch[-1][0])
+            raws = [raw for group, _ in batch for raw in group]
             try:
-                reports = await self.run_batch([raw for raw, _ in batch])
+                reports = await self.run_batch(raws)
             except Exception as exc:
                 for _, answer in batch:
                     if not answer.done():
                         answer.set_exception(exc)
                 continue
-            for (_, answer), report in zip(batch, reports, strict=True):
+            start = 0
+            for group, answer in batch:
                 if not answer.done():  # its SMTP session may have gone away
-                    answer.set_result(report)
+                    answer.set_result(reports[start : start + len(group)])
+                start += len(group)
 
 
 class WorkerPool:

@@ -26,6 +26,7 @@ from mailbridge.pipeline.authorize import authorize_sender
 from mailbridge.pipeline.classify import Classification, MailKind, classify_message
 from mailbridge.pipeline.extract import Content, extract_content
 from mailbridge.pipeline.journal import Journal
+from mailbridge.pipeline.mailbox import advance_cursors, settle
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
 from mailbridge.pipeline.route import (
@@ -128,6 +129,18 @@ class Pipeline:
         with self.db.transaction() as session:
             journal.write(session.connection())
 
+    def give_up(self, raw: RawMessage, reason: str) -> None:
+        """Record a mailbox message that failed too often: refused, raw bytes
+        kept, and its mailbox's cursor moved past it, in one transaction."""
+        digest = self.blobs.put(raw.data)
+        journal = Journal()
+        journal.received(raw, None, digest, InboundStatus.REJECTED, reason)
+        with self.db.transaction() as session:
+            conn = session.connection()
+            journal.write(conn)
+            if raw.origin is not None:
+                settle(conn, raw.origin)
+
     def deliver(self, raw: RawMessage) -> DeliveryReport:
         return self.deliver_batch([raw])[0]
 
@@ -198,6 +211,7 @@ class Pipeline:
                     outcome = deliver_one(conn, item, route, journal)
                     outcomes.update(dict.fromkeys(route.recipients, outcome))
                 reports.append(DeliveryReport(outcomes))
+        advance_cursors(conn, raws, reports)
         journal.write(conn)
         return reports
 

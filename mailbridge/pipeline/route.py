@@ -2,7 +2,8 @@
 
 As an MTA delivers, we go by RCPT TO, never by the To header (a Bcc to a
 bound address must work; a To naming it without RCPT must not). Several bound
-addresses of one group make one route, so one post.
+addresses of one group make one route, so one post. The IMAP door's
+recipient is its binding, named `imap:NAME`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, select
 
 from feed.addresses import domain_of
-from feed.bindings import Binding
+from feed.bindings import Binding, ImapBinding
 from feed.errors import InvalidInputError
 from feed.groups import Group
 from feed.policy import SenderPolicy, parse_policy
@@ -62,6 +63,19 @@ _BINDINGS = (
 )
 
 
+_IMAP_BINDINGS = (
+    select(ImapBinding.name, ImapBinding.sender_policy, Group.id, Group.slug)
+    .join(Group)
+    .where(ImapBinding.name.in_(bindparam("names", expanding=True)))
+)
+IMAP_RECIPIENT_PREFIX = "imap:"
+
+
+def imap_recipient(binding_name: str) -> str:
+    """The envelope recipient of a message imported through an IMAP binding."""
+    return f"{IMAP_RECIPIENT_PREFIX}{binding_name}"
+
+
 def check_recipient(conn: Connection, address: str, local_domains: Iterable[str]) -> RecipientCheck:
     """550 5.1.1 for an unknown local address, 550 5.7.1 for any other domain."""
     normalized = normalize_recipient(address)
@@ -88,9 +102,18 @@ def route_messages(
     envelope that reaches a binding whose row cannot be read (logged): that
     message is deferred, the rest of the batch goes on."""
     wanted = [list(dict.fromkeys(normalize_recipient(r) for r in rcpts)) for rcpts in envelopes]
-    every = sorted({address for addresses in wanted for address in addresses})
-    rows = conn.execute(_BINDINGS, {"addresses": every}).all()
-    by_address = {row.address: _Bound(row.id, row.slug, row.sender_policy) for row in rows}
+    every = {address for addresses in wanted for address in addresses}
+    mailboxes = {a for a in every if a.startswith(IMAP_RECIPIENT_PREFIX)}
+    by_address: dict[str, _Bound] = {}
+    if every - mailboxes:
+        rows = conn.execute(_BINDINGS, {"addresses": sorted(every - mailboxes)}).all()
+        by_address.update((r.address, _Bound(r.id, r.slug, r.sender_policy)) for r in rows)
+    if mailboxes:
+        names = sorted(a.removeprefix(IMAP_RECIPIENT_PREFIX) for a in mailboxes)
+        rows = conn.execute(_IMAP_BINDINGS, {"names": names}).all()
+        by_address.update(
+            (imap_recipient(r.name), _Bound(r.id, r.slug, r.sender_policy)) for r in rows
+        )
     return [_routes_or_none(addresses, by_address) for addresses in wanted]
 
 

@@ -30,10 +30,22 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class MailboxOrigin:
+    """Where an IMAP message came from: its binding, folder UIDVALIDITY and UID."""
+
+    binding_id: int
+    uidvalidity: int
+    uid: int
+
+
+@dataclass(frozen=True)
 class RawMessage:
     data: bytes
     envelope: Envelope
     source: Source
+    # Set by the IMAP door: the delivery's transaction moves that mailbox's
+    # sync cursor together with the posts (see pipeline.mailbox).
+    origin: MailboxOrigin | None = None
 
 
 @dataclass(frozen=True)

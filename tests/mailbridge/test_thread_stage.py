@@ -6,7 +6,7 @@ import base64
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from feed.bindings import Binding
 from feed.db import Database
@@ -16,6 +16,7 @@ from feed.threads import Thread
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Envelope, RawMessage, Source
 from tests.conftest import Factory
+from tests.poison import POISON_SUBJECT, posts_titled_poison_refused
 
 BOUND = "eng@company.example"
 
@@ -203,45 +204,16 @@ def test_a_message_that_cannot_be_delivered_is_deferred_alone(
         assert session.scalars(select(Post.message_id)).all() == ["e@x"]
 
 
-POISON_TRIGGERS = {
-    # A database that refuses one post for real: the write fails inside the
-    # batch as a full disk or a constraint would.
-    "sqlite": [
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON posts WHEN NEW.subject = 'Poison' "
-        "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
-    ],
-    "postgresql": [
-        "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN "
-        "IF NEW.subject = 'Poison' THEN RAISE EXCEPTION 'refused by the test trigger'; END IF; "
-        "RETURN NEW; END $$ LANGUAGE plpgsql",
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON posts "
-        "FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
-    ],
-}
-POISON_CLEANUP = {
-    "sqlite": ["DROP TRIGGER refuse_poison"],
-    "postgresql": ["DROP TRIGGER refuse_poison ON posts", "DROP FUNCTION refuse_poison()"],
-}
-
-
 def test_a_write_failure_defers_only_its_message_and_the_batch_is_kept(
     pipeline: Pipeline, db: Database
 ) -> None:
-    backend = db.url.get_backend_name()
-    with db.transaction() as session:
-        for statement in POISON_TRIGGERS[backend]:
-            session.execute(text(statement))
-    try:
-        envelope = Envelope("bob@company.example", (BOUND,))
-        raws = [
-            RawMessage(mail(mid, subject), envelope, Source.SMTP)
-            for mid, subject in (("g1@x", "Good"), ("p@x", "Poison"), ("g2@x", "Re: Good"))
-        ]
+    envelope = Envelope("bob@company.example", (BOUND,))
+    raws = [
+        RawMessage(mail(mid, subject), envelope, Source.SMTP)
+        for mid, subject in (("g1@x", "Good"), ("p@x", POISON_SUBJECT), ("g2@x", "Re: Good"))
+    ]
+    with posts_titled_poison_refused(db):
         first, poisoned, last = pipeline.deliver_batch(raws)
-    finally:
-        with db.transaction() as session:
-            for statement in POISON_CLEANUP[backend]:
-                session.execute(text(statement))
     assert poisoned.combined_reply().code == 451
     assert first.outcomes[BOUND].post_id is not None
     assert last.outcomes[BOUND].post_id is not None

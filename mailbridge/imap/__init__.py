@@ -1,0 +1,1 @@
+"""The IMAP door: bound mailboxes feed groups, each message exactly once."""

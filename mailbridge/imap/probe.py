@@ -1,0 +1,46 @@
+"""`mailbridge binding test NAME`: log in to a bound mailbox and say what is there."""
+
+from __future__ import annotations
+
+import asyncio
+
+from feed.credentials import unseal
+from feed.db import Database
+from feed.errors import FeedError
+from feed.mailboxes import get_imap_binding
+from mailbridge.imap.client import ImapClient, ImapError, Mailbox
+
+
+class ProbeError(FeedError):
+    """The mailbox could not be reached; the message says at which step."""
+
+
+def probe_binding(db: Database, secret_key: str, name: str) -> str:
+    with db.reader() as session:
+        row = get_imap_binding(session, name)
+        mailbox = Mailbox(
+            row.host,
+            row.port,
+            row.tls == "implicit",
+            row.username,
+            unseal(secret_key, row.password_sealed),
+            row.folder,
+        )
+    try:
+        return asyncio.run(_probe(name, mailbox))
+    except ImapError as exc:
+        raise ProbeError(f"imap:{name}: {exc}") from exc
+
+
+async def _probe(name: str, mailbox: Mailbox) -> str:
+    client = await ImapClient.open(mailbox)
+    try:
+        folder = client.folder
+        push = "IDLE" if client.has("IDLE") else "polling (no IDLE)"
+        return (
+            f"imap:{name}: logged in as {mailbox.username} at {mailbox.host}:{mailbox.port}; "
+            f"folder {mailbox.folder}: {folder.exists} message(s), "
+            f"UIDVALIDITY {folder.uidvalidity}; {push}"
+        )
+    finally:
+        await client.close()

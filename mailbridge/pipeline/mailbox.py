@@ -1,0 +1,90 @@
+"""IMAP sync cursors, moved in the delivery's own transaction.
+
+A binding's cursor is the highest UID (under one UIDVALIDITY) such that
+every message up to it is settled: posted, refused, ignored or given up. It
+moves in the transaction that commits those messages' rows, so a crash
+either keeps both or neither, and no message is imported twice or lost
+(RFC 3501 §2.3.1.1: UIDs only grow within a UIDVALIDITY).
+
+The first message that fails (a temporary failure) stops the cursor; its
+attempts are counted on the binding, and the IMAP door gives it up after a
+bounded number (`give_up`), recording it in the inbound log with its raw
+bytes, so one bad message never blocks the folder for good.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy import Connection, bindparam, case, update
+
+from feed.bindings import ImapBinding
+from mailbridge.pipeline.types import MailboxOrigin, Outcome, RawMessage
+
+
+class _Report(Protocol):
+    @property
+    def outcomes(self) -> dict[str, Outcome]: ...
+
+
+def advance_cursors(
+    conn: Connection, raws: Sequence[RawMessage], reports: Sequence[_Report]
+) -> None:
+    """Move each mailbox's cursor over the batch's settled messages, in UID order."""
+    by_folder: dict[tuple[int, int], list[tuple[int, bool]]] = defaultdict(list)
+    for raw, report in zip(raws, reports, strict=True):
+        if raw.origin is not None:
+            deferred = any(o.deferred for o in report.outcomes.values())
+            by_folder[(raw.origin.binding_id, raw.origin.uidvalidity)].append(
+                (raw.origin.uid, deferred)
+            )
+    for (binding_id, uidvalidity), uids in by_folder.items():
+        settled, failed = _settled_prefix(sorted(uids))
+        if settled is not None:
+            settle(conn, MailboxOrigin(binding_id, uidvalidity, settled))
+        if failed is not None:
+            conn.execute(
+                _COUNT_ATTEMPT, {"binding": binding_id, "validity": uidvalidity, "uid": failed}
+            )
+
+
+def settle(conn: Connection, upto: MailboxOrigin) -> None:
+    """Every message of the folder up to `upto.uid` is settled."""
+    conn.execute(
+        _ADVANCE, {"binding": upto.binding_id, "validity": upto.uidvalidity, "uid": upto.uid}
+    )
+
+
+def _settled_prefix(uids: list[tuple[int, bool]]) -> tuple[int | None, int | None]:
+    """The last UID before the first deferred one, and that deferred UID."""
+    settled = None
+    for uid, deferred in uids:
+        if deferred:
+            return settled, uid
+        settled = uid
+    return settled, None
+
+
+_WHERE_FOLDER = (
+    ImapBinding.id == bindparam("binding"),
+    ImapBinding.uidvalidity == bindparam("validity"),
+)
+# Never backwards: a late batch of a folder cannot undo a later one.
+_ADVANCE = (
+    update(ImapBinding)
+    .where(*_WHERE_FOLDER, ImapBinding.last_uid < bindparam("uid"))
+    .values(last_uid=bindparam("uid"), stuck_uid=None, stuck_attempts=0)
+)
+_COUNT_ATTEMPT = (
+    update(ImapBinding)
+    .where(*_WHERE_FOLDER)
+    .values(
+        stuck_attempts=case(
+            (ImapBinding.stuck_uid == bindparam("uid"), ImapBinding.stuck_attempts + 1),
+            else_=1,
+        ),
+        stuck_uid=bindparam("uid"),
+    )
+)
