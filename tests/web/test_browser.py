@@ -27,6 +27,7 @@ from flask import Flask
 from waitress.server import create_server
 
 from tests.conftest import Factory
+from tests.requirements import require
 from tests.web.conftest import QUOTED_REPLY, File, Mailer
 
 PLAYWRIGHT_FOUND = importlib.util.find_spec("playwright") is not None
@@ -53,16 +54,6 @@ CHROMIUM_ARGS = [
 ]
 LOCAL_HOST = "127.0.0.1"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def require(found: bool, what: str, package: str) -> None:
-    """Skip a test whose tool is missing, naming the package; in CI, fail instead."""
-    if found:
-        return
-    reason = f"{what} is missing: install the {package} package"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must run the browser tests, not skip them)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
