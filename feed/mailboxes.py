@@ -173,6 +173,7 @@ def _validate(spec: ImapSpec) -> None:
     if not spec.password:
         raise InvalidInputError("an IMAP binding needs a password (read from standard input)")
     _check_folder(spec.folder, "--folder")
+    parse_after(spec.after)
 
 
 def _check_folder(folder: str, option: str) -> None:

@@ -1,7 +1,9 @@
-"""`mailbridge serve`: the SMTP and LMTP listeners and the web app, one process.
+"""`mailbridge serve`: the SMTP and LMTP listeners, the IMAP bindings and the
+web app, one process (and its delivery workers).
 
-The asyncio loop runs the mail listeners; the web app runs under waitress
-(an embedded production WSGI server) in threads of the same process.
+The asyncio loop runs the mail listeners and one task per IMAP binding;
+the web app runs under waitress (an embedded production WSGI server) in
+threads of the same process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiosmtpd.smtp import SMTP
 
 from feed.db import Database
 from mailbridge.config import Listen, Settings
+from mailbridge.imap.runner import MailboxService
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Source
 from mailbridge.runtime import make_pipeline
@@ -113,12 +116,15 @@ async def _serve_mail(settings: Settings, pipeline: Pipeline) -> None:
         lmtp=settings.lmtp_listen,
         deliverer=deliverer,
     )
+    mailboxes = MailboxService(pipeline, deliverer, settings.secret_key)
+    await mailboxes.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    await mailboxes.close()
     await servers.close()
     await deliverer.close()
 

@@ -30,6 +30,9 @@ from mailbridge.migrate import upgrade_database
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.runtime import make_pipeline
 
+# The `cli_env` fixture, for tests that run the `mailbridge` command.
+pytest_plugins = ["tests.cli"]
+
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 TEST_DATABASE_ENV = "MAILBRIDGE_TEST_DATABASE_URL"
 MAIL_DOMAIN = "mb.example.com"

@@ -232,10 +232,13 @@ class ImapClient:
     async def _search(self, criteria: str) -> list[int]:
         response = await self._command("SEARCH", self._imap.uid_search(criteria, charset=None))
         self._check(response, "SEARCH")
+        # aioimaplib hands the data of `* SEARCH 1 2 3` as `1 2 3`, then the
+        # tagged response's text.
         uids: list[int] = []
-        for line in _lines(response):
-            if line.startswith(b"SEARCH"):
-                uids.extend(int(n) for n in line.split()[1:])
+        for line in _lines(response)[:-1]:
+            words = line.removeprefix(b"SEARCH").split()
+            if all(word.isdigit() for word in words):
+                uids.extend(int(word) for word in words)
         return sorted(uids)
 
     async def _command(self, name: str, awaitable: Awaitable[T]) -> T:

@@ -5,36 +5,15 @@ from __future__ import annotations
 import json
 import os
 import smtplib
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from mailbridge.cli import main
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> dict[str, str]:
-    env = {
-        "MAILBRIDGE_DATA_DIR": str(tmp_path / "var"),
-        "MAILBRIDGE_DATABASE_URL": database_url,
-        "MAILBRIDGE_MAIL_DOMAIN": "mb.example.com",
-    }
-    monkeypatch.chdir(tmp_path)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.cli import free_port, run, wait_for_port
 
 
 def test_admin_commands_set_up_a_group(
@@ -115,25 +94,6 @@ def test_commands_refuse_an_unmigrated_database(
     assert "mailbridge db upgrade" in err
     assert run(capsys, "db", "upgrade")[0] == 0
     assert run(capsys, "binding", "list")[0] == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"mailbridge serve exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on port {port}")
 
 
 @pytest.mark.slow

@@ -1,0 +1,217 @@
+"""Keeps every IMAP binding in sync, each in its own task of the serve loop.
+
+A binding's task connects, syncs, then waits for news with IDLE (RFC 2177:
+re-issued before the server's 30-minute limit) or by polling, and syncs
+again. Any failure (server down, wrong password, folder gone) is recorded
+on the binding as its state and last error, and the task retries after an
+exponential backoff with jitter; one binding's trouble never touches
+another's. The service notices bindings added or removed while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from feed.bindings import ImapBinding
+from feed.credentials import unseal
+from feed.mailboxes import parse_after, record_state
+from mailbridge.imap.client import ImapAuthenticationError, ImapClient, ImapError, Mailbox
+from mailbridge.imap.sync import Binding, FolderSync
+from mailbridge.pipeline.deliver import Pipeline
+from mailbridge.workers import Deliverer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long to wait for what; tests shorten them."""
+
+    idle: float = 25 * 60  # under the 29 minutes of RFC 2177 §3
+    poll: float = 60.0  # servers without IDLE
+    retry_failed: float = 30.0  # a message failed: try again this soon
+    backoff_first: float = 1.0
+    backoff_max: float = 300.0
+    refresh: float = 10.0  # look for added or removed bindings
+    command_timeout: float = 30.0
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter."""
+
+    first: float
+    most: float
+    failures: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        ceiling: float = min(self.most, self.first * 2.0 ** (self.failures - 1))
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass(frozen=True)
+class _Config:
+    binding: Binding
+    mailbox: Mailbox
+
+
+class MailboxRunner:
+    """Syncs one IMAP binding until cancelled."""
+
+    def __init__(
+        self,
+        binding_id: int,
+        pipeline: Pipeline,
+        deliverer: Deliverer,
+        secret_key: str,
+        timing: Timing,
+    ) -> None:
+        self.binding_id = binding_id
+        self.pipeline = pipeline
+        self.deliverer = deliverer
+        self.secret_key = secret_key
+        self.timing = timing
+        self.backoff = Backoff(timing.backoff_first, timing.backoff_max)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                config = await asyncio.to_thread(self._config)
+                await self._session(config)
+            except asyncio.CancelledError:
+                raise
+            except ImapAuthenticationError as exc:
+                await self._failed("failing", str(exc))
+            except ImapError as exc:
+                await self._failed("backing off", str(exc))
+            except Exception as exc:
+                log.exception("IMAP binding %s failed", self.binding_id)
+                await self._failed("failing", f"internal error: {exc!r}")
+
+    async def _session(self, config: _Config) -> None:
+        await self._state("connecting")
+        client = await ImapClient.open(config.mailbox, self.timing.command_timeout)
+        try:
+            sync = FolderSync(config.binding, self.pipeline, self.deliverer)
+            waiting = "idle" if client.has("IDLE") else "polling"
+            while True:
+                await self._state("syncing")
+                result = await sync.run(client)
+                self.backoff.reset()
+                await self._state(waiting, synced=True)
+                if result.delivered:
+                    log.info(
+                        "IMAP binding %s: %d message(s)", config.binding.name, result.delivered
+                    )
+                wait = self.timing.idle if waiting == "idle" else self.timing.poll
+                if result.retry_soon:
+                    wait = min(wait, self.timing.retry_failed)
+                await client.wait_for_news(wait)
+        finally:
+            await client.close()
+
+    async def _failed(self, state: str, error: str) -> None:
+        delay = self.backoff.next_delay()
+        log.warning("IMAP binding %s: %s; retrying in %.0f s", self.binding_id, error, delay)
+        await self._state(state, error)
+        await asyncio.sleep(delay)
+
+    async def _state(self, state: str, error: str | None = None, *, synced: bool = False) -> None:
+        def write() -> None:
+            with self.pipeline.db.transaction() as session:
+                record_state(session, self.binding_id, state, error, synced=synced)
+
+        await asyncio.to_thread(write)
+
+    def _config(self) -> _Config:
+        with self.pipeline.db.reader() as session:
+            row = session.get(ImapBinding, self.binding_id)
+            if row is None:
+                raise LookupError(f"IMAP binding {self.binding_id} was removed")
+            mailbox = Mailbox(
+                row.host,
+                row.port,
+                row.tls == "implicit",
+                row.username,
+                unseal(self.secret_key, row.password_sealed),
+                row.folder,
+            )
+            remote = f"imap://{row.username}@{row.host}:{row.port}/{row.folder}"
+            binding = Binding(row.id, row.name, parse_after(row.after_import), remote)
+        return _Config(binding, mailbox)
+
+
+class MailboxService:
+    """One `MailboxRunner` task per IMAP binding, following the table."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        deliverer: Deliverer,
+        secret_key: str,
+        timing: Timing | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.deliverer = deliverer
+        self.secret_key = secret_key
+        self.timing = timing or Timing()
+        self._runners: dict[tuple[int, str], asyncio.Task[None]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def refresh(self) -> None:
+        """Start runners for new bindings, stop those of removed or edited ones."""
+        wanted = set(await asyncio.to_thread(self._bindings))
+        for key in list(self._runners):
+            if key not in wanted:
+                self._runners.pop(key).cancel()
+        for key in wanted - set(self._runners):
+            runner = MailboxRunner(
+                key[0], self.pipeline, self.deliverer, self.secret_key, self.timing
+            )
+            self._runners[key] = asyncio.create_task(runner.run(), name=f"imap-{key[0]}")
+
+    async def close(self) -> None:
+        tasks = [*self._runners.values(), *([self._watcher] if self._watcher else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._runners.clear()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.timing.refresh)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("cannot read the IMAP bindings")
+
+    def _bindings(self) -> list[tuple[int, str]]:
+        """Each binding with a fingerprint of its settings: an edit restarts it."""
+        with self.pipeline.db.reader() as session:
+            rows = session.execute(
+                select(
+                    ImapBinding.id,
+                    ImapBinding.host,
+                    ImapBinding.port,
+                    ImapBinding.tls,
+                    ImapBinding.username,
+                    ImapBinding.password_sealed,
+                    ImapBinding.folder,
+                    ImapBinding.after_import,
+                )
+            ).all()
+        return [(row[0], "\0".join(str(v) for v in row[1:])) for row in rows]

@@ -1,0 +1,157 @@
+"""One sync pass over a bound IMAP folder: new messages in, oldest first.
+
+The order of things is what makes it exactly-once:
+1. the cursor (UIDVALIDITY, last UID) is read from the database;
+2. a changed UIDVALIDITY restarts it at zero: every message is delivered
+   again and the pipeline's Message-ID (or content) identity keeps each to
+   one post (RFC 3501 §2.3.1.1);
+3. messages above the cursor are fetched in chunks and each chunk is
+   delivered as one batch, whose transaction also moves the cursor
+   (pipeline.mailbox);
+4. only then is the after-import action applied (\\Seen and $MailBridge, a
+   move or a delete), and a pass first catches up on actions a crash
+   skipped, for every UID at or below the cursor.
+A message that keeps failing is given up after `MAX_ATTEMPTS` passes,
+recorded with its raw bytes and reason; the messages behind it are
+delivered meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from feed.mailboxes import AfterImport, SyncCursor, read_cursor, restart_cursor
+from mailbridge.imap.client import ImapClient
+from mailbridge.pipeline.deliver import Pipeline
+from mailbridge.pipeline.route import imap_recipient
+from mailbridge.pipeline.types import Envelope, MailboxOrigin, RawMessage, Source
+from mailbridge.workers import Deliverer
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+# Messages fetched and delivered together: one FETCH, one transaction.
+CHUNK = 16
+_RETURN_PATH = re.compile(rb"^Return-Path:[ \t]*<([^>\r\n]*)>", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The parts of an IMAP binding a sync pass needs."""
+
+    id: int
+    name: str
+    after: AfterImport
+    remote: str  # imap://user@host:port/folder, for the inbound log
+
+
+@dataclass(frozen=True)
+class PassResult:
+    delivered: int
+    # A message failed and will be tried again: sync again soon, not at the next push.
+    retry_soon: bool
+
+
+class FolderSync:
+    def __init__(self, binding: Binding, pipeline: Pipeline, deliverer: Deliverer) -> None:
+        self.binding = binding
+        self.pipeline = pipeline
+        self.deliverer = deliverer
+
+    async def run(self, client: ImapClient) -> PassResult:
+        cursor = await self._cursor(client.folder.uidvalidity)
+        await self._catch_up(client, cursor.last_uid)
+        delivered = 0
+        retry_soon = False
+        new = await client.uids_after(cursor.last_uid)
+        for start in range(0, len(new), CHUNK):
+            chunk = new[start : start + CHUNK]
+            if chunk[0] == cursor.stuck_uid and cursor.stuck_attempts >= MAX_ATTEMPTS:
+                await self._give_up(client, chunk[0], cursor.stuck_attempts)
+                chunk = chunk[1:]
+            count, failed = await self._deliver(client, chunk)
+            delivered += count
+            retry_soon = retry_soon or failed
+        return PassResult(delivered, retry_soon)
+
+    async def _cursor(self, uidvalidity: int) -> SyncCursor:
+        cursor = await asyncio.to_thread(self._read_cursor)
+        if cursor.uidvalidity == uidvalidity:
+            return cursor
+        if cursor.uidvalidity is not None:
+            log.warning(
+                "IMAP binding %s: UIDVALIDITY changed from %s to %s; reading the folder again "
+                "(messages already posted are recognised by Message-ID)",
+                self.binding.name,
+                cursor.uidvalidity,
+                uidvalidity,
+            )
+        await asyncio.to_thread(self._restart_cursor, uidvalidity)
+        return SyncCursor(uidvalidity, 0, None, 0)
+
+    async def _deliver(self, client: ImapClient, uids: Sequence[int]) -> tuple[int, bool]:
+        """Deliver one chunk; (messages settled, whether one failed)."""
+        if not uids:
+            return 0, False
+        fetched = await client.fetch(uids)
+        validity = client.folder.uidvalidity
+        raws = [self._raw(fetched[uid], validity, uid) for uid in uids if uid in fetched]
+        if not raws:
+            return 0, False
+        reports = await self.deliverer.deliver_together(raws)
+        settled: list[int] = []
+        for raw, report in zip(raws, reports, strict=True):
+            if any(outcome.deferred for outcome in report.outcomes.values()):
+                break
+            assert raw.origin is not None
+            settled.append(raw.origin.uid)
+        if settled:
+            await self._after_import(client, settled)
+        return len(settled), len(settled) < len(raws)
+
+    async def _give_up(self, client: ImapClient, uid: int, attempts: int) -> None:
+        fetched = await client.fetch([uid])
+        data = fetched.get(uid, b"")
+        reason = f"IMAP UID {uid} failed {attempts} times; given up (its raw bytes are kept)"
+        log.error("IMAP binding %s: %s", self.binding.name, reason)
+        raw = self._raw(data, client.folder.uidvalidity, uid)
+        await asyncio.to_thread(self.pipeline.give_up, raw, reason)
+        await self._after_import(client, [uid])
+
+    async def _catch_up(self, client: ImapClient, last_uid: int) -> None:
+        """Apply the after-import action a crash may have skipped (idempotent)."""
+        unmarked = self.binding.after.action == "seen"
+        pending = await client.uids_up_to(last_uid, unmarked=unmarked)
+        if pending:
+            await self._after_import(client, pending)
+
+    async def _after_import(self, client: ImapClient, uids: Sequence[int]) -> None:
+        after = self.binding.after
+        if after.action == "seen":
+            await client.mark_imported(uids)
+        elif after.action == "move":
+            await client.move(uids, after.folder)
+        else:
+            await client.delete(uids)
+
+    def _raw(self, data: bytes, uidvalidity: int, uid: int) -> RawMessage:
+        found = _RETURN_PATH.search(data[:65536])
+        mail_from = found.group(1).decode("ascii", "replace") if found else ""
+        envelope = Envelope(mail_from, (imap_recipient(self.binding.name),), self.binding.remote)
+        origin = MailboxOrigin(self.binding.id, uidvalidity, uid)
+        return RawMessage(data, envelope, Source.IMAP, origin)
+
+    def _read_cursor(self) -> SyncCursor:
+        with self.pipeline.db.reader() as session:
+            cursor = read_cursor(session, self.binding.id)
+        if cursor is None:
+            raise LookupError(f"IMAP binding {self.binding.name} was removed")
+        return cursor
+
+    def _restart_cursor(self, uidvalidity: int) -> None:
+        with self.pipeline.db.transaction() as session:
+            restart_cursor(session, self.binding.id, uidvalidity)

@@ -1,0 +1,307 @@
+"""The IMAP door against a real Dovecot: each message of a bound folder
+becomes one post, through IDLE pushes, restarts, outages and failures.
+
+The importer runs as `mailbridge serve` runs it (a `MailboxService` in an
+asyncio loop, deliveries through the same `Deliverer` as SMTP), with short
+timings; every scenario ends by counting posts against distinct messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from sqlalchemy import func, select
+
+from feed.db import Database
+from feed.inbound import InboundLog
+from feed.mailboxes import ImapSpec, add_imap_binding, list_imap_bindings
+from feed.posts import Post
+from mailbridge.config import Settings
+from mailbridge.imap.client import IMPORTED_KEYWORD
+from mailbridge.imap.runner import MailboxService, Timing
+from mailbridge.imap.sync import MAX_ATTEMPTS
+from mailbridge.pipeline.deliver import Pipeline
+from mailbridge.workers import thread_deliverer
+from tests.conftest import Factory
+from tests.imap.conftest import USERS
+from tests.imap.dovecot import Dovecot
+from tests.imap.dovecot_config import HOST
+from tests.poison import POISON_SUBJECT, posts_titled_poison_refused
+
+FAST = Timing(
+    idle=20.0,
+    poll=1.0,
+    retry_failed=0.5,
+    backoff_first=0.2,
+    backoff_max=1.0,
+    refresh=0.5,
+    command_timeout=5.0,
+)
+WAIT = 20.0
+
+
+def mail(number: int, *, subject: str = "") -> bytes:
+    return (
+        f"From: Carol <carol@customer.example>\r\nTo: support@company.example\r\n"
+        f"Subject: {subject or f'Case {number}'}\r\n"
+        f"Message-ID: <case-{number}@customer.example>\r\n"
+        f"Date: Thu, 03 Dec 2026 09:00:00 +0000\r\n"
+        f"\r\nPlease look at case {number}.\r\n"
+    ).encode()
+
+
+@pytest.fixture(autouse=True)
+def support_group(make: Factory) -> None:
+    make.group("support")
+
+
+def bind(
+    db: Database,
+    settings: Settings,
+    dovecot: Dovecot,
+    name: str = "desk",
+    *,
+    user: str = "alice",
+    password: str | None = None,
+    folder: str = "INBOX",
+    after: str = "seen",
+) -> None:
+    spec = ImapSpec(
+        name,
+        "support",
+        HOST,
+        dovecot.port,
+        user,
+        USERS[user] if password is None else password,
+        folder=folder,
+        tls="none",
+        after=after,
+        senders="anyone",
+    )
+    with db.transaction() as session:
+        add_imap_binding(session, settings.secret_key, spec)
+
+
+def posts(db: Database) -> int:
+    with db.reader() as session:
+        return session.scalar(select(func.count()).select_from(Post)) or 0
+
+
+def distinct_posted(db: Database) -> int:
+    with db.reader() as session:
+        return session.scalar(select(func.count(func.distinct(Post.message_id)))) or 0
+
+
+def state(db: Database, name: str) -> tuple[str, str | None]:
+    with db.reader() as session:
+        found = {b.name: b for b in list_imap_bindings(session)}
+    return found[name].state, found[name].last_error
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def importing(pipeline: Pipeline, settings: Settings) -> AsyncIterator[MailboxService]:
+    deliverer = thread_deliverer(pipeline)
+    service = MailboxService(pipeline, deliverer, settings.secret_key, FAST)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.close()
+        await deliverer.close()
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_bound_folder_feeds_the_group_once_and_marks_what_it_imported(
+    pipeline: Pipeline, db: Database, settings: Settings, dovecot: Dovecot
+) -> None:
+    for number in (1, 2, 3):
+        dovecot.append("alice", "INBOX", mail(number))
+    bind(db, settings, dovecot)
+
+    async def scenario() -> None:
+        async with importing(pipeline, settings):
+            await until(lambda: posts(db) == 3, "the first three posts")
+            await until(lambda: state(db, "desk")[0] == "idle", "the binding to go idle")
+            for number in (4, 5):  # pushed by IDLE
+                await asyncio.to_thread(dovecot.append, "alice", "INBOX", mail(number))
+            await until(lambda: posts(db) == 5, "the two pushed messages")
+            await until(
+                lambda: all(
+                    {"\\Seen", IMPORTED_KEYWORD} <= f
+                    for f in dovecot.flags("alice", "INBOX").values()
+                ),
+                "every message flagged",
+            )
+
+    run(scenario)
+    assert distinct_posted(db) == posts(db) == 5
+    assert dovecot.message_count("alice", "INBOX") == 5
+
+
+@pytest.mark.parametrize("after", ["move:Imported", "delete"])
+def test_moved_or_deleted_once_posted(
+    pipeline: Pipeline, db: Database, settings: Settings, dovecot: Dovecot, after: str
+) -> None:
+    dovecot.create_folder("alice", "Imported")
+    for number in (1, 2, 3):
+        dovecot.append("alice", "INBOX", mail(number))
+    bind(db, settings, dovecot, after=after)
+
+    async def scenario() -> None:
+        async with importing(pipeline, settings):
+            await until(lambda: dovecot.message_count("alice", "INBOX") == 0, "an empty INBOX")
+
+    run(scenario)
+    assert distinct_posted(db) == posts(db) == 3
+    moved = dovecot.message_count("alice", "Imported")
+    assert moved == (3 if after.startswith("move") else 0)
+
+
+def test_a_wrong_password_fails_its_binding_alone(
+    pipeline: Pipeline, db: Database, settings: Settings, dovecot: Dovecot
+) -> None:
+    dovecot.append("alice", "INBOX", mail(1))
+    dovecot.append("bob", "INBOX", mail(2))
+    bind(db, settings, dovecot, "desk")
+    bind(db, settings, dovecot, "sales", user="bob", password="not-bobs-password")
+
+    async def scenario() -> None:
+        async with importing(pipeline, settings):
+            await until(lambda: state(db, "sales")[0] == "failing", "the bad binding to fail")
+            await until(lambda: posts(db) == 1, "the good binding's post")
+            await asyncio.to_thread(dovecot.append, "alice", "INBOX", mail(3))
+            await until(lambda: posts(db) == 2, "the good binding to go on")
+
+    run(scenario)
+    status, error = state(db, "sales")
+    assert status == "failing"
+    assert error is not None
+    assert "login as bob" in error
+    assert "AUTHENTICATIONFAILED" in error
+    assert "not-bobs-password" not in error
+    assert state(db, "desk") == ("idle", None)
+
+
+def test_a_new_uidvalidity_reads_the_folder_again_without_posting_twice(
+    pipeline: Pipeline, db: Database, settings: Settings, dovecot: Dovecot
+) -> None:
+    for number in (1, 2):
+        dovecot.append("alice", "INBOX", mail(number))
+    bind(db, settings, dovecot)
+
+    async def scenario() -> None:
+        async with importing(pipeline, settings):
+            await until(lambda: posts(db) == 2, "the first posts")
+            await until(lambda: state(db, "desk")[0] == "idle", "the binding to go idle")
+            await asyncio.to_thread(dovecot.change_uidvalidity, "alice", "INBOX")
+            await asyncio.to_thread(dovecot.append, "alice", "INBOX", mail(3))
+            await until(lambda: posts(db) == 3, "the message after the change")
+            # Messages 1 and 2 were delivered again and recognised.
+            await until(lambda: ignored(db) == 2, "the re-read messages to be recognised")
+
+    run(scenario)
+    assert distinct_posted(db) == posts(db) == 3
+
+
+def ignored(db: Database) -> int:
+    with db.reader() as session:
+        return (
+            session.scalar(
+                select(func.count()).select_from(InboundLog).where(InboundLog.status == "ignored")
+            )
+            or 0
+        )
+
+
+def test_a_server_outage_during_idle_is_survived(
+    pipeline: Pipeline, db: Database, settings: Settings, dovecot: Dovecot
+) -> None:
+    dovecot.append("alice", "INBOX", mail(1))
+    bind(db, settings, dovecot)
+
+    async def scenario() -> None:
+        async with importing(pipeline, settings):
+            await until(lambda: state(db, "desk")[0] == "idle", "the binding to go idle")
+            await asyncio.to_thread(dovecot.stop)
+            await until(lambda: state(db, "desk")[0] == "backing off", "the binding to back off")
+            await asyncio.to_thread(dovecot.start)
+            await asyncio.to_thread(dovecot.append, "alice", "INBOX", mail(2))
+            await until(lambda: posts(db) == 2, "the message sent after the outage")
+            await until(lambda: state(db, "desk")[0] == "idle", "the binding to go idle again")
+
+    run(scenario)
+    assert distinct_posted(db) == posts(db) == 2
+
+
+def test_a_folder_that_disappears_is_reported_and_picked_up_again(
+    pipeline: Pipeline, db: Database, settings: Settings, dovecot: Dovecot
+) -> None:
+    dovecot.create_folder("alice", "Support")
+    dovecot.append("alice", "Support", mail(1))
+    bind(db, settings, dovecot, folder="Support")
+
+    async def scenario() -> None:
+        async with importing(pipeline, settings):
+            await until(lambda: posts(db) == 1, "the first post")
+            await asyncio.to_thread(dovecot.delete_folder, "alice", "Support")
+            await until(lambda: state(db, "desk")[0] == "backing off", "the binding to back off")
+            await asyncio.to_thread(dovecot.create_folder, "alice", "Support")
+            await asyncio.to_thread(dovecot.append, "alice", "Support", mail(2))
+            await until(lambda: posts(db) == 2, "the message in the new folder")
+
+    run(scenario)
+    assert distinct_posted(db) == posts(db) == 2
+
+
+def test_a_message_that_keeps_failing_is_given_up_and_never_blocks_the_rest(
+    pipeline: Pipeline, db: Database, settings: Settings, dovecot: Dovecot
+) -> None:
+    dovecot.append("alice", "INBOX", mail(1))
+    dovecot.append("alice", "INBOX", mail(2, subject=POISON_SUBJECT))
+    dovecot.append("alice", "INBOX", mail(3))
+    bind(db, settings, dovecot)
+
+    async def scenario() -> None:
+        with posts_titled_poison_refused(db):
+            async with importing(pipeline, settings):
+                await until(lambda: posts(db) == 2, "the messages around the bad one")
+                await until(lambda: rejected(db) == 1, "the bad one to be given up", 60)
+                await until(
+                    lambda: (
+                        len(dovecot.flags("alice", "INBOX")) == 3
+                        and all("\\Seen" in f for f in dovecot.flags("alice", "INBOX").values())
+                    ),
+                    "every message settled",
+                )
+
+    run(scenario)
+    assert distinct_posted(db) == posts(db) == 2
+    with db.reader() as session:
+        reason = session.scalar(select(InboundLog.reason).where(InboundLog.status == "rejected"))
+    assert reason is not None
+    assert f"failed {MAX_ATTEMPTS} times" in reason
+
+
+def rejected(db: Database) -> int:
+    with db.reader() as session:
+        return (
+            session.scalar(
+                select(func.count()).select_from(InboundLog).where(InboundLog.status == "rejected")
+            )
+            or 0
+        )

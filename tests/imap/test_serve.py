@@ -1,0 +1,194 @@
+"""IMAP bindings through the `mailbridge` command and a real `mailbridge serve`."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.pool import NullPool
+
+from feed.posts import Post
+from mailbridge.imap.client import IMPORTED_KEYWORD
+from tests.cli import free_port, run, wait_for_port
+from tests.imap.conftest import USERS
+from tests.imap.dovecot import Dovecot
+from tests.imap.dovecot_config import HOST
+
+
+def mail(number: int) -> bytes:
+    return (
+        f"From: Carol <carol@customer.example>\r\nTo: support@company.example\r\n"
+        f"Subject: Case {number}\r\nMessage-ID: <case-{number}@customer.example>\r\n"
+        f"\r\nPlease look at case {number}.\r\n" + "Details of the problem.\r\n" * 40
+    ).encode()
+
+
+def add_imap(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    dovecot: Dovecot,
+    password: str,
+    *extra: str,
+) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+    return run(
+        capsys,
+        "binding",
+        "add-imap",
+        "desk",
+        "--group",
+        "support",
+        "--host",
+        HOST,
+        "--port",
+        str(dovecot.port),
+        "--user",
+        "alice",
+        "--password-stdin",
+        "--tls",
+        "none",
+        "--senders",
+        "anyone",
+        *extra,
+    )
+
+
+def test_binding_commands_add_test_and_list_an_imap_mailbox(
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    dovecot: Dovecot,
+) -> None:
+    dovecot.append("alice", "INBOX", mail(1))
+    assert run(capsys, "group", "add", "support", "--name", "Support")[0] == 0
+    code, out, err = add_imap(capsys, monkeypatch, dovecot, "wrong-password")
+    assert code == 0, err
+    assert (
+        out.strip() == f"imap:desk (alice@{HOST}:{dovecot.port}/INBOX) -> support (senders: anyone)"
+    )
+    code, _, err = run(capsys, "binding", "test", "desk")
+    assert code == 2
+    assert err.startswith("mailbridge: error: imap:desk: login as alice")
+    assert "AUTHENTICATIONFAILED" in err
+    assert "wrong-password" not in err
+    code, _, err = add_imap(capsys, monkeypatch, dovecot, USERS["alice"])
+    assert (code, err.strip()) == (
+        2,
+        "mailbridge: error: an IMAP binding named desk already exists",
+    )
+
+
+def test_binding_test_reports_the_folder(
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    dovecot: Dovecot,
+) -> None:
+    for number in (1, 2):
+        dovecot.append("alice", "INBOX", mail(number))
+    run(capsys, "group", "add", "support", "--name", "Support")
+    assert add_imap(capsys, monkeypatch, dovecot, USERS["alice"])[0] == 0
+    code, out, _ = run(capsys, "binding", "test", "desk")
+    validity = dovecot.uidvalidity("alice", "INBOX")
+    assert code == 0
+    assert out.strip() == (
+        f"imap:desk: logged in as alice at {HOST}:{dovecot.port}; folder INBOX: 2 message(s), "
+        f"UIDVALIDITY {validity}; IDLE"
+    )
+    code, out, _ = run(capsys, "binding", "list")
+    fields = out.strip().split("\t")
+    assert fields[:6] == [
+        "imap:desk",
+        "support",
+        "anyone",
+        f"alice@{HOST}:{dovecot.port}/INBOX (none TLS)",
+        "after seen",
+        "new",
+    ]
+    code, _, err = add_imap(capsys, monkeypatch, dovecot, "pw", "--after", "archive")
+    assert (code, err.strip()) == (
+        2,
+        "mailbridge: error: unknown after-import action 'archive': use seen, move:FOLDER or delete",
+    )
+
+
+@contextmanager
+def serving(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    smtp = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailbridge.cli", "serve", "--log-level=WARNING"],
+        env={
+            **env,
+            "MAILBRIDGE_SMTP_LISTEN": f"127.0.0.1:{smtp}",
+            "MAILBRIDGE_LMTP_LISTEN": f"127.0.0.1:{free_port()}",
+            "MAILBRIDGE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+        },
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so that a SIGKILL can take the workers too
+    )
+    try:
+        wait_for_port(smtp, process)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_serve_killed_mid_import_and_restarted_posts_each_message_once(
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    dovecot: Dovecot,
+) -> None:
+    total = 300
+    for number in range(total):
+        dovecot.append("alice", "INBOX", mail(number))
+    run(capsys, "group", "add", "support", "--name", "Support")
+    assert add_imap(capsys, monkeypatch, dovecot, USERS["alice"])[0] == 0
+    engine = create_engine(cli_env["MAILBRIDGE_DATABASE_URL"], poolclass=NullPool)
+
+    def posts() -> int:
+        with engine.connect() as conn:
+            return conn.scalar(select(func.count()).select_from(Post)) or 0
+
+    def distinct() -> int:
+        with engine.connect() as conn:
+            return conn.scalar(select(func.count(func.distinct(Post.message_id)))) or 0
+
+    env = {**os.environ, **cli_env}
+    try:
+        with serving(env) as process:
+            wait_until(lambda: posts() >= 20, "the import to start")
+            os.killpg(process.pid, signal.SIGKILL)  # the server and its workers, mid-import
+            process.wait(timeout=30)
+        killed_at = posts()
+        assert killed_at < total, "the import ended before the kill: use more messages"
+        with serving(env):
+            wait_until(lambda: posts() >= total, "every message after the restart", 120)
+            wait_until(lambda: flagged(dovecot) == total, "every message flagged", 30)
+            time.sleep(1)  # a late duplicate would show up here
+            assert posts() == distinct() == total
+    finally:
+        engine.dispose()
+
+
+def flagged(dovecot: Dovecot) -> int:
+    return sum(IMPORTED_KEYWORD in f for f in dovecot.flags("alice", "INBOX").values())
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
