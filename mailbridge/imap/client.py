@@ -13,7 +13,7 @@ import asyncio
 import re
 import ssl
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aioimaplib
@@ -52,7 +52,7 @@ class Mailbox:
     port: int
     tls: bool
     username: str
-    password: str
+    password: str = field(repr=False)  # never in a log line or a traceback
     folder: str = "INBOX"
 
 

@@ -19,11 +19,16 @@ from tests.requirements import require
 USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 
 
+def require_dovecot() -> None:
+    """Skip without Debian's dovecot-imapd (fail in CI)."""
+    for tool in (DOVECOT, DOVEADM):
+        require(tool.is_file() and os.access(tool, os.X_OK), str(tool), "dovecot-imapd")
+
+
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
     """A started Dovecot on an ephemeral 127.0.0.1 port with the users in USERS."""
-    for tool in (DOVECOT, DOVEADM):
-        require(tool.is_file() and os.access(tool, os.X_OK), str(tool), "dovecot-imapd")
+    require_dovecot()
     server = Dovecot(USERS)
     try:
         server.start()

@@ -27,7 +27,7 @@ from mailbridge.imap.sync import MAX_ATTEMPTS
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.workers import thread_deliverer
 from tests.conftest import Factory
-from tests.imap.conftest import USERS
+from tests.imap.conftest import USERS, require_dovecot
 from tests.imap.dovecot import Dovecot
 from tests.imap.dovecot_config import HOST
 from tests.poison import POISON_SUBJECT, posts_titled_poison_refused
@@ -305,3 +305,30 @@ def rejected(db: Database) -> int:
             )
             or 0
         )
+
+
+def test_dozens_of_bindings_sync_side_by_side_in_one_loop(
+    pipeline: Pipeline, db: Database, settings: Settings
+) -> None:
+    require_dovecot()
+    count = 24
+    users = {f"desk{n}": f"secret-{n}" for n in range(count)}
+    with Dovecot(users) as dovecot:
+        for n, user in enumerate(users):
+            dovecot.append(user, "INBOX", mail(n))
+            bind(db, settings, dovecot, user, user=user, password=users[user])
+
+        def all_idle() -> bool:
+            with db.reader() as session:
+                return all(b.state == "idle" for b in list_imap_bindings(session))
+
+        async def scenario() -> None:
+            async with importing(pipeline, settings):
+                await until(lambda: posts(db) == count, "a post from every mailbox")
+                await until(all_idle, "every binding idle")
+                for n, user in enumerate(users):
+                    await asyncio.to_thread(dovecot.append, user, "INBOX", mail(count + n))
+                await until(lambda: posts(db) == 2 * count, "the pushed messages")
+
+        run(scenario)
+    assert distinct_posted(db) == posts(db) == 2 * count
