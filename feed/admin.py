@@ -18,7 +18,7 @@ from feed.addresses import domain_of, normalize_address
 from feed.bindings import Binding
 from feed.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from feed.groups import Group, Membership
-from feed.policy import PolicyError, parse_policy
+from feed.policy import PolicyError, SenderPolicy, parse_policy
 from feed.users import ApiToken, User, UserAddress
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -118,10 +118,7 @@ def is_member(db: Session | Connection, group_id: int, user_id: int) -> bool:
 
 def add_binding(session: Session, address: str, slug: str, senders: str) -> Binding:
     normalized = normalize_address(address)
-    try:
-        policy = parse_policy(senders)
-    except PolicyError as exc:
-        raise InvalidInputError(str(exc)) from exc
+    policy = sender_policy(senders)
     group = get_group(session, slug)
     if session.scalar(select(Binding.id).where(Binding.address == normalized)):
         raise AlreadyExistsError(f"address {normalized} is already bound")
@@ -134,6 +131,14 @@ def add_binding(session: Session, address: str, slug: str, senders: str) -> Bind
     session.add(binding)
     session.flush()
     return binding
+
+
+def sender_policy(senders: str) -> SenderPolicy:
+    """A binding's sender policy from an admin's text, or the reason it is wrong."""
+    try:
+        return parse_policy(senders)
+    except PolicyError as exc:
+        raise InvalidInputError(str(exc)) from exc
 
 
 def list_bindings(session: Session) -> list[BindingInfo]:

@@ -15,12 +15,11 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from feed.admin import get_group
+from feed.admin import get_group, sender_policy
 from feed.base import utcnow
 from feed.bindings import ImapBinding
 from feed.credentials import seal
 from feed.errors import AlreadyExistsError, InvalidInputError, NotFoundError
-from feed.policy import PolicyError, parse_policy
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 TLS_MODES = ("implicit", "none")
@@ -99,10 +98,7 @@ def is_loopback(host: str) -> bool:
 def add_imap_binding(session: Session, secret_key: str, spec: ImapSpec) -> ImapBinding:
     _validate(spec)
     group = get_group(session, spec.group_slug)
-    try:
-        policy = parse_policy(spec.senders)
-    except PolicyError as exc:
-        raise InvalidInputError(str(exc)) from exc
+    policy = sender_policy(spec.senders)
     if session.scalar(select(ImapBinding.id).where(ImapBinding.name == spec.name)):
         raise AlreadyExistsError(f"an IMAP binding named {spec.name} already exists")
     binding = ImapBinding(
