@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import Connection, bindparam, case, update
+from sqlalchemy import Connection, bindparam, case, or_, update
 
 from feed.bindings import ImapBinding
 from mailbridge.pipeline.types import MailboxOrigin, Outcome, RawMessage
@@ -41,20 +41,22 @@ def advance_cursors(
                 (raw.origin.uid, deferred)
             )
     for (binding_id, uidvalidity), uids in by_folder.items():
-        settled, failed = _settled_prefix(sorted(uids))
+        ordered = sorted(uids)
+        settled, failed = _settled_prefix(ordered)
         if settled is not None:
-            settle(conn, MailboxOrigin(binding_id, uidvalidity, settled))
+            settle(conn, MailboxOrigin(binding_id, uidvalidity, settled), ordered[0][0])
         if failed is not None:
             conn.execute(
                 _COUNT_ATTEMPT, {"binding": binding_id, "validity": uidvalidity, "uid": failed}
             )
 
 
-def settle(conn: Connection, upto: MailboxOrigin) -> None:
-    """Every message of the folder up to `upto.uid` is settled."""
-    conn.execute(
-        _ADVANCE, {"binding": upto.binding_id, "validity": upto.uidvalidity, "uid": upto.uid}
-    )
+def settle(conn: Connection, upto: MailboxOrigin, first: int | None = None) -> None:
+    """Every message of the folder from `first` (default: `upto.uid`) to
+    `upto.uid` is settled: the cursor moves to `upto.uid`, unless a message
+    below `first` is still failing (a later chunk of the same pass)."""
+    params = {"binding": upto.binding_id, "validity": upto.uidvalidity, "uid": upto.uid}
+    conn.execute(_ADVANCE, {**params, "first": upto.uid if first is None else first})
 
 
 def _settled_prefix(uids: list[tuple[int, bool]]) -> tuple[int | None, int | None]:
@@ -71,15 +73,24 @@ _WHERE_FOLDER = (
     ImapBinding.id == bindparam("binding"),
     ImapBinding.uidvalidity == bindparam("validity"),
 )
-# Never backwards: a late batch of a folder cannot undo a later one.
+# Never backwards (a late batch cannot undo a later one), and never over a
+# failing message: only a batch that starts at or before it moves past it.
 _ADVANCE = (
     update(ImapBinding)
-    .where(*_WHERE_FOLDER, ImapBinding.last_uid < bindparam("uid"))
+    .where(
+        *_WHERE_FOLDER,
+        ImapBinding.last_uid < bindparam("uid"),
+        or_(ImapBinding.stuck_uid.is_(None), ImapBinding.stuck_uid >= bindparam("first")),
+    )
     .values(last_uid=bindparam("uid"), stuck_uid=None, stuck_attempts=0)
 )
+# Only the lowest failing UID is counted: the one that holds the cursor.
 _COUNT_ATTEMPT = (
     update(ImapBinding)
-    .where(*_WHERE_FOLDER)
+    .where(
+        *_WHERE_FOLDER,
+        or_(ImapBinding.stuck_uid.is_(None), ImapBinding.stuck_uid >= bindparam("uid")),
+    )
     .values(
         stuck_attempts=case(
             (ImapBinding.stuck_uid == bindparam("uid"), ImapBinding.stuck_attempts + 1),

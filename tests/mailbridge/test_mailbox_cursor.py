@@ -135,3 +135,23 @@ def test_one_message_in_a_bound_mailbox_and_at_a_bound_address_is_one_post(
     assert pipeline.deliver(imap).outcomes[RECIPIENT].status is InboundStatus.IGNORED
     assert post_count(db) == 1
     assert cursor(db, binding_id).last_uid == 1
+
+
+def test_a_later_chunk_never_moves_the_cursor_over_a_failing_message(
+    pipeline: Pipeline, db: Database, binding_id: int
+) -> None:
+    def uids(*numbers: int) -> list[RawMessage]:
+        return [imap_raw(binding_id, n, POISON_SUBJECT if n in (2, 4) else "") for n in numbers]
+
+    with posts_titled_poison_refused(db):
+        pipeline.deliver_batch(uids(1, 2))  # the first chunk of a pass
+        assert cursor(db, binding_id) == SyncCursor(VALIDITY, 1, 2, 1)
+        pipeline.deliver_batch(uids(3, 4))  # the next chunk: 3 posted, 4 failing too
+        assert cursor(db, binding_id) == SyncCursor(VALIDITY, 1, 2, 1)
+        pipeline.deliver_batch(uids(2, 3, 4))  # the next pass starts again at 2
+        assert cursor(db, binding_id) == SyncCursor(VALIDITY, 1, 2, 2)
+        pipeline.give_up(uids(2)[0], "given up")
+        assert cursor(db, binding_id) == SyncCursor(VALIDITY, 2, None, 0)
+        pipeline.deliver_batch(uids(3, 4))
+        assert cursor(db, binding_id) == SyncCursor(VALIDITY, 3, 4, 1)
+    assert post_count(db) == 2  # 1 and 3, each once
