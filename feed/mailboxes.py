@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -61,7 +61,7 @@ class ImapSpec:
     host: str
     port: int
     username: str
-    password: str
+    password: str = field(repr=False)
     folder: str = "INBOX"
     tls: str = "implicit"
     after: str = "seen"

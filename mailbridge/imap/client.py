@@ -10,6 +10,7 @@ EXPUNGE (RFC 3501, RFC 6851 MOVE, RFC 4315 UIDPLUS, RFC 2177 IDLE).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 from collections.abc import Awaitable, Sequence
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aioimaplib
+
+from mailbridge.imap.names import quote_mailbox
 
 T = TypeVar("T")
 COMMAND_TIMEOUT = 30.0
@@ -30,6 +33,17 @@ _FETCH_HEAD = re.compile(rb"^\d+ FETCH \(")
 _FETCH_UID = re.compile(rb"UID (\d+)")
 _LITERAL = re.compile(rb"\{(\d+)\}$")
 _PUSH_WORTH_A_SYNC = re.compile(rb"^\d+ (EXISTS|EXPUNGE)|^BYE", re.IGNORECASE)
+
+
+def _without_login(record: logging.LogRecord) -> bool:
+    """aioimaplib logs each command it sends at DEBUG, masking the password
+    as given, not as quoted on the wire (a \" or \\ in it escapes the mask):
+    its LOGIN lines are dropped whole."""
+    message = record.msg if isinstance(record.msg, str) else ""
+    return not (message.startswith("Sending") and " LOGIN " in message)
+
+
+logging.getLogger("aioimaplib.aioimaplib").addFilter(_without_login)
 
 
 class ImapError(Exception):
@@ -94,6 +108,19 @@ class ImapClient:
             conn_lost_cb=lambda _exc: self.lost.set(),
             ssl_context=context,
         )
+        # A server reports new mail (`* N EXISTS`) inside the answer to
+        # whatever command is running (RFC 3501 §7); aioimaplib drops it
+        # unless IDLE is on. Seeing every untagged line keeps the news.
+        self.news = False
+        protocol = self._imap.protocol
+        route_untagged = protocol._untagged_response
+
+        def untagged(line: bytes) -> Any:
+            if _PUSH_WORTH_A_SYNC.search(line.replace(b"* ", b"", 1)):
+                self.news = True
+            return route_untagged(line)
+
+        protocol._untagged_response = untagged
 
     @classmethod
     async def open(cls, mailbox: Mailbox, timeout: float = COMMAND_TIMEOUT) -> ImapClient:
@@ -124,7 +151,7 @@ class ImapClient:
 
     async def select(self) -> FolderState:
         folder = self.mailbox.folder
-        response = await self._command("SELECT", self._imap.select(aioimaplib.quoted(folder)))
+        response = await self._command("SELECT", self._imap.select(quote_mailbox(folder)))
         if response.result != "OK":
             raise ImapFolderError(f"cannot select folder {folder!r}: {_text(response)}")
         validity = uidnext = None
@@ -156,6 +183,12 @@ class ImapClient:
         criteria = f"UID 1:{uid}" + (f" NOT KEYWORD {IMPORTED_KEYWORD}" if unmarked else "")
         return [u for u in await self._search(criteria) if u <= uid]
 
+    async def present(self, uids: Sequence[int]) -> list[int]:
+        """Which of `uids` are still in the folder."""
+        if not uids:
+            return []
+        return await self._search(f"UID {uid_set(uids)}")
+
     async def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
         """Whole messages by UID, without setting \\Seen (BODY.PEEK[])."""
         if not uids:
@@ -178,7 +211,7 @@ class ImapClient:
         self._check(response, "STORE")
 
     async def move(self, uids: Sequence[int], folder: str) -> None:
-        target = aioimaplib.quoted(folder)
+        target = quote_mailbox(folder)
         if self.has("MOVE"):
             response = await self._command("MOVE", self._imap.uid("move", uid_set(uids), target))
             self._check(response, f"MOVE to {folder!r}")
@@ -201,22 +234,34 @@ class ImapClient:
     async def noop(self) -> None:
         self._check(await self._command("NOOP", self._imap.noop()), "NOOP")
 
-    async def wait_for_news(self, seconds: float) -> bool:
-        """IDLE (RFC 2177) for up to `seconds`; True when the server pushed a
-        change worth a sync. Without IDLE, a NOOP after the wait."""
-        if not self.has("IDLE"):
-            await self._sleep_unless_lost(seconds)
-            await self.noop()
-            return True
+    async def wait_for_news(self, seconds: float) -> None:
+        """Return when the folder may have changed, or after `seconds` at most.
+
+        With IDLE (RFC 2177), at the first push that reports a change
+        (EXISTS, EXPUNGE); keep-alive pushes such as `* OK Still here` only
+        renew the wait. Without IDLE, a NOOP after the wait. News that came
+        during earlier commands returns at once.
+        """
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not self.news:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            if not self.has("IDLE"):
+                await self._sleep_unless_lost(left)
+                await self.noop()
+                return
+            await self._idle(left)
+
+    async def _idle(self, seconds: float) -> None:
+        """One IDLE command until the first push or `seconds`."""
         idle = await self._command("IDLE", self._imap.idle_start(timeout=seconds))
         try:
-            push = await self._first_of(self._imap.wait_server_push(seconds + 5), seconds + 10)
+            await self._first_of(self._imap.wait_server_push(seconds + 5), seconds + 10)
         finally:
             if self._imap.has_pending_idle():
                 self._imap.idle_done()
             await self._first_of(idle, self.timeout)
-        lines = push if isinstance(push, list) else []
-        return any(_PUSH_WORTH_A_SYNC.search(bytes(line)) for line in lines)
 
     async def close(self) -> None:
         """Log out if we can; never raises, never waits long."""
@@ -252,6 +297,9 @@ class ImapClient:
             done, _ = await asyncio.wait(
                 {task, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
         finally:
             lost.cancel()
         if task in done:

@@ -107,23 +107,26 @@ class MailboxRunner:
             while True:
                 await self._state("syncing")
                 result = await sync.run(client)
-                self.backoff.reset()
                 await self._state(waiting, synced=True)
                 if result.delivered:
-                    log.info(
-                        "IMAP binding %s: %d message(s)", config.binding.name, result.delivered
-                    )
+                    log.info("IMAP %s: %d message(s)", config.binding.name, result.delivered)
                 wait = self.timing.idle if waiting == "idle" else self.timing.poll
                 if result.retry_soon:
                     wait = min(wait, self.timing.retry_failed)
                 await client.wait_for_news(wait)
+                # Only a connection that lived through a wait counts as healthy:
+                # one that syncs and then breaks each time keeps backing off.
+                self.backoff.reset()
         finally:
             await client.close()
 
     async def _failed(self, state: str, error: str) -> None:
         delay = self.backoff.next_delay()
         log.warning("IMAP binding %s: %s; retrying in %.0f s", self.binding_id, error, delay)
-        await self._state(state, error)
+        try:
+            await self._state(state, error)
+        except Exception:  # the database is down too: retry all the same
+            log.exception("IMAP binding %s: cannot record its state", self.binding_id)
         await asyncio.sleep(delay)
 
     async def _state(self, state: str, error: str | None = None, *, synced: bool = False) -> None:
@@ -175,9 +178,13 @@ class MailboxService:
     async def refresh(self) -> None:
         """Start runners for new bindings, stop those of removed or edited ones."""
         wanted = set(await asyncio.to_thread(self._bindings))
-        for key in list(self._runners):
+        for key, task in list(self._runners.items()):
             if key not in wanted:
                 self._runners.pop(key).cancel()
+            elif task.done():  # a runner never ends by itself: start it again
+                self._runners.pop(key)
+                error = None if task.cancelled() else task.exception()
+                log.error("IMAP binding %s: its task ended (%r); restarting it", key[0], error)
         for key in wanted - set(self._runners):
             runner = MailboxRunner(
                 key[0], self.pipeline, self.deliverer, self.secret_key, self.timing
@@ -205,6 +212,7 @@ class MailboxService:
             rows = session.execute(
                 select(
                     ImapBinding.id,
+                    ImapBinding.name,
                     ImapBinding.host,
                     ImapBinding.port,
                     ImapBinding.tls,

@@ -21,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
 from feed.mailboxes import AfterImport, SyncCursor, read_cursor, restart_cursor
-from mailbridge.imap.client import ImapClient
+from mailbridge.imap.client import ImapClient, ImapError
 from mailbridge.pipeline.deliver import Pipeline
+from mailbridge.pipeline.mailbox import count_attempt, settle
 from mailbridge.pipeline.route import imap_recipient
 from mailbridge.pipeline.types import Envelope, MailboxOrigin, RawMessage, Source
 from mailbridge.workers import Deliverer
@@ -63,20 +66,43 @@ class FolderSync:
         self.deliverer = deliverer
 
     async def run(self, client: ImapClient) -> PassResult:
+        client.news = False  # what arrives from now on makes another pass
         cursor = await self._cursor(client.folder.uidvalidity)
         await self._catch_up(client, cursor.last_uid)
         delivered = 0
         retry_soon = False
         new = await client.uids_after(cursor.last_uid)
+        if cursor.stuck_uid is not None and cursor.stuck_uid not in new:
+            # The failing message left the folder (a user deleted or moved
+            # it): nothing holds the cursor any more.
+            await self._write(settle, cursor.stuck_uid, client.folder.uidvalidity)
         for start in range(0, len(new), CHUNK):
             chunk = new[start : start + CHUNK]
             if chunk[0] == cursor.stuck_uid and cursor.stuck_attempts >= MAX_ATTEMPTS:
                 await self._give_up(client, chunk[0], cursor.stuck_attempts)
                 chunk = chunk[1:]
-            count, failed = await self._deliver(client, chunk)
+            count, failed = await self._deliver_isolating(client, chunk)
             delivered += count
             retry_soon = retry_soon or failed
         return PassResult(delivered, retry_soon)
+
+    async def _deliver_isolating(self, client: ImapClient, uids: Sequence[int]) -> tuple[int, bool]:
+        """`_deliver`, and when a whole batch fails (a worker killed by one
+        message, say) each message alone, so the culprit's attempts are counted."""
+        try:
+            return await self._deliver(client, uids)
+        except ImapError:
+            raise
+        except Exception:
+            if len(uids) > 1:
+                log.warning(
+                    "IMAP %s: a batch failed; delivering it message by message", self.binding.name
+                )
+                results = [await self._deliver_isolating(client, [uid]) for uid in uids]
+                return sum(r[0] for r in results), any(r[1] for r in results)
+            log.exception("IMAP %s: delivering UID %d failed", self.binding.name, uids[0])
+            await self._write(count_attempt, uids[0], client.folder.uidvalidity)
+            return 0, True
 
     async def _cursor(self, uidvalidity: int) -> SyncCursor:
         cursor = await asyncio.to_thread(self._read_cursor)
@@ -97,11 +123,16 @@ class FolderSync:
         """Deliver one chunk; (messages settled, whether one failed)."""
         if not uids:
             return 0, False
-        fetched = await client.fetch(uids)
+        fetched, unreadable = await self._fetch(client, uids)
         validity = client.folder.uidvalidity
-        raws = [self._raw(fetched[uid], validity, uid) for uid in uids if uid in fetched]
+        # Up to the first message the server would not give: that one is a
+        # failed attempt, and the cursor cannot pass it.
+        readable = [uid for uid in uids if unreadable is None or uid < unreadable]
+        raws = [self._raw(fetched[uid], validity, uid) for uid in readable if uid in fetched]
+        if unreadable is not None:
+            await self._write(count_attempt, unreadable, validity)
         if not raws:
-            return 0, False
+            return 0, unreadable is not None
         reports = await self.deliverer.deliver_together(raws)
         settled: list[int] = []
         for raw, report in zip(raws, reports, strict=True):
@@ -111,7 +142,28 @@ class FolderSync:
             settled.append(raw.origin.uid)
         if settled:
             await self._after_import(client, settled)
-        return len(settled), len(settled) < len(raws)
+        return len(settled), len(settled) < len(raws) or unreadable is not None
+
+    async def _fetch(
+        self, client: ImapClient, uids: Sequence[int]
+    ) -> tuple[dict[int, bytes], int | None]:
+        """The messages, and the lowest UID still in the folder that could not
+        be fetched (one that left the folder meanwhile is simply gone)."""
+        try:
+            fetched = await client.fetch(uids)
+        except ImapError:
+            if len(uids) == 1:  # the server refuses this message itself
+                return {}, uids[0] if await client.present(uids) else None
+            fetched = {}
+            for uid in uids:  # find which one the server refuses
+                one, bad = await self._fetch(client, [uid])
+                fetched.update(one)
+                if bad is not None:
+                    return fetched, bad
+            return fetched, None
+        missing = [uid for uid in uids if uid not in fetched]
+        still_there = await client.present(missing) if missing else []
+        return fetched, min(still_there, default=None)
 
     async def _give_up(self, client: ImapClient, uid: int, attempts: int) -> None:
         fetched = await client.fetch([uid])
@@ -144,6 +196,17 @@ class FolderSync:
         envelope = Envelope(mail_from, (imap_recipient(self.binding.name),), self.binding.remote)
         origin = MailboxOrigin(self.binding.id, uidvalidity, uid)
         return RawMessage(data, envelope, Source.IMAP, origin)
+
+    async def _write(
+        self, change: Callable[[Connection, MailboxOrigin], None], uid: int, uidvalidity: int
+    ) -> None:
+        origin = MailboxOrigin(self.binding.id, uidvalidity, uid)
+
+        def write() -> None:
+            with self.pipeline.db.transaction() as session:
+                change(session.connection(), origin)
+
+        await asyncio.to_thread(write)
 
     def _read_cursor(self) -> SyncCursor:
         with self.pipeline.db.reader() as session:

@@ -203,6 +203,10 @@ class Pipeline:
         for raw, item, item_routes in zip(raws, prepared, routes, strict=True):
             if item is None or item_routes is None:
                 reports.append(_deferred(raw))
+            elif not item_routes and item.raw.origin is not None:
+                # Its IMAP binding was removed meanwhile: leave the message
+                # in its mailbox, untouched (the binding's task is stopping).
+                reports.append(_deferred(raw))
             elif not item_routes:
                 reports.append(_refuse_unrouted(item, journal))
             else:

@@ -46,9 +46,13 @@ def advance_cursors(
         if settled is not None:
             settle(conn, MailboxOrigin(binding_id, uidvalidity, settled), ordered[0][0])
         if failed is not None:
-            conn.execute(
-                _COUNT_ATTEMPT, {"binding": binding_id, "validity": uidvalidity, "uid": failed}
-            )
+            count_attempt(conn, MailboxOrigin(binding_id, uidvalidity, failed))
+
+
+def count_attempt(conn: Connection, failed: MailboxOrigin) -> None:
+    """One more failed attempt at a message (unless a lower UID is failing)."""
+    params = {"binding": failed.binding_id, "validity": failed.uidvalidity, "uid": failed.uid}
+    conn.execute(_COUNT_ATTEMPT, params)
 
 
 def settle(conn: Connection, upto: MailboxOrigin, first: int | None = None) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.imap.dovecot_config import HOST, mail_account, render_config
-from tests.imap.mailbox_names import quote_mailbox, unquote_mailbox
+from mailbridge.imap.names import quote_mailbox, unquote_mailbox
 
 DOVECOT = Path("/usr/sbin/dovecot")
 DOVEADM = Path("/usr/bin/doveadm")

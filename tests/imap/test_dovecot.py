@@ -20,7 +20,7 @@ import pytest
 from tests.imap.conftest import USERS
 from tests.imap.dovecot import Dovecot, DovecotError
 from tests.imap.dovecot_config import HOST
-from tests.imap.mailbox_names import quote_mailbox, unquote_mailbox
+from mailbridge.imap.names import quote_mailbox, unquote_mailbox
 
 TIMEOUT = 10.0
 

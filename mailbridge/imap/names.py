@@ -1,7 +1,8 @@
 """Mailbox names on the wire: IMAP quoted strings in modified UTF-7 (RFC 3501 5.1.3).
 
-stdlib imaplib sends mailbox names as given, so `Dovecot`'s helpers quote them
-here; a name such as "Archivé/2024 Q1" then works like "INBOX".
+Neither aioimaplib nor stdlib imaplib encodes them: a folder such as
+"Archivé/2024 Q1" works like "INBOX" only once quoted here (the importer and
+the tests' Dovecot helpers both do).
 """
 
 from __future__ import annotations
