@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import Factory
 from tests.imap.dovecot import DOVEADM, DOVECOT, Dovecot
 from tests.requirements import require
 
@@ -28,8 +29,30 @@ def require_dovecot() -> None:
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
     """A started Dovecot on an ephemeral 127.0.0.1 port with the users in USERS."""
+    yield from _serve()
+
+
+@pytest.fixture
+def tls_dovecot() -> Iterator[Dovecot]:
+    """The same, serving implicit TLS only (IMAPS) with a certificate from its own CA."""
+    yield from _serve(tls=True)
+
+
+@pytest.fixture
+def polled_dovecot() -> Iterator[Dovecot]:
+    """The same as `dovecot`, without IDLE in its capabilities: clients must poll."""
+    yield from _serve(idle=False)
+
+
+@pytest.fixture
+def support_group(make: Factory) -> None:
+    """The group the importer's tests bind their folders to."""
+    make.group("support")
+
+
+def _serve(*, tls: bool = False, idle: bool = True) -> Iterator[Dovecot]:
     require_dovecot()
-    server = Dovecot(USERS)
+    server = Dovecot(USERS, tls=tls, idle=idle)
     try:
         server.start()
         yield server

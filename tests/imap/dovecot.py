@@ -4,8 +4,11 @@
 log, a passwd-file of users and their Maildirs all live there) and runs
 Debian's `/usr/sbin/dovecot -F -c CONFIG` on an ephemeral 127.0.0.1 port, with
 plain IMAP and IDLE, so an importer can be tested against the server it will
-meet in production. The helpers (`append`, `uids`, `flags`, ...) go through a
-real IMAP client (stdlib imaplib), never behind Dovecot's back, except
+meet in production. Options make it serve implicit TLS instead (`tls=True`:
+a throwaway CA and a certificate for 127.0.0.1, the CA at `ca_path`) or
+leave IDLE out of its capabilities (`idle=False`), as servers that must be
+polled do. The helpers (`append`, `uids`, `flags`, ...) go through a real
+IMAP client (stdlib imaplib), never behind Dovecot's back, except
 `change_uidvalidity`, which asks `doveadm` as an administrator would. The
 configuration, and what running as root needs, is in `dovecot_config.py`.
 """
@@ -20,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -27,6 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tests.imap.certificates import ServerFiles, write_server_files
 from tests.imap.dovecot_config import HOST, mail_account, render_config
 from mailbridge.imap.names import quote_mailbox, unquote_mailbox
 
@@ -48,18 +53,25 @@ class DovecotError(RuntimeError):
 
 
 class Dovecot:
-    """A throwaway Dovecot serving plain IMAP on 127.0.0.1, in a folder of its own.
+    """A throwaway Dovecot serving IMAP on 127.0.0.1, in a folder of its own.
 
     `users` maps names to passwords; `add_user` adds or changes one later, even
     while the server runs. The port is chosen free on the first `start()` and
     kept for every restart, as are the users and the mail. The folder is a new
     one in the system's temporary directory (a pytest `tmp_path` is closed to
     the unprivileged users Dovecot switches to under root); `close()` removes it.
+    With `tls`, the port speaks implicit TLS only (IMAPS), with a certificate
+    for 127.0.0.1 signed by a CA made for this server alone (`ca_path`); the
+    helpers trust it. Without `idle`, no capability list offers IDLE.
     """
 
-    def __init__(self, users: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, users: Mapping[str, str] | None = None, *, tls: bool = False, idle: bool = True
+    ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mb-dovecot-"))
         self.root.chmod(0o755)  # the mail and auth processes run as other users under root
+        self.idle = idle
+        self._tls: ServerFiles | None = write_server_files(self.root / "tls", HOST) if tls else None
         self.config_path = self.root / "dovecot.conf"
         self.log_path = self.root / "dovecot.log"
         self.users_path = self.root / "users"
@@ -81,6 +93,21 @@ class Dovecot:
     @property
     def address(self) -> tuple[str, int]:
         return HOST, self.port
+
+    @property
+    def tls(self) -> bool:
+        return self._tls is not None
+
+    @property
+    def ca_path(self) -> Path:
+        """The PEM certificate of the CA that signed this server's certificate."""
+        if self._tls is None:
+            raise DovecotError("this Dovecot serves plain IMAP: it has no CA")
+        return self._tls.ca
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client context that trusts this server's CA alone; None for plain IMAP."""
+        return None if self._tls is None else ssl.create_default_context(cafile=self._tls.ca)
 
     @property
     def running(self) -> bool:
@@ -169,7 +196,9 @@ class Dovecot:
         return dict(self._users)
 
     def _launch(self, timeout: float) -> None:
-        self.config_path.write_text(render_config(self.root, self._port))
+        self.config_path.write_text(
+            render_config(self.root, self._port, tls=self._tls, idle=self.idle)
+        )
         (self.root / "run" / "master.pid").unlink(missing_ok=True)  # stale after a kill()
         _give_mail_to(self.root / "mail", mail_account())
         with open(self.root / "stderr.log", "ab") as stderr:
@@ -185,7 +214,7 @@ class Dovecot:
             if _exited(self._process.pid):
                 self.kill()  # reaps the master, and ends any child it left
                 raise DovecotError(f"Dovecot exited on start-up:\n{self.log_tail()}")
-            if _greets(self._port):
+            if _greets(self._port, self.ssl_context()):
                 return
             time.sleep(0.01)
         self.kill()
@@ -220,7 +249,12 @@ class Dovecot:
     @contextlib.contextmanager
     def client(self, user: str) -> Iterator[imaplib.IMAP4]:
         """A logged-in imaplib client for `user`, logged out at the end."""
-        connection = imaplib.IMAP4(HOST, self.port, timeout=CLIENT_TIMEOUT)
+        context = self.ssl_context()
+        connection = (
+            imaplib.IMAP4(HOST, self.port, timeout=CLIENT_TIMEOUT)
+            if context is None
+            else imaplib.IMAP4_SSL(HOST, self.port, ssl_context=context, timeout=CLIENT_TIMEOUT)
+        )
         try:
             connection.login(user, self._users[user])
             yield connection
@@ -349,11 +383,14 @@ def _free_port() -> int:
         return port
 
 
-def _greets(port: int) -> bool:
+def _greets(port: int, context: ssl.SSLContext | None) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=1.0) as connection:
-            return connection.recv(64).startswith(b"* OK")
-    except OSError:
+            if context is None:
+                return connection.recv(64).startswith(b"* OK")
+            with context.wrap_socket(connection, server_hostname=HOST) as tls:
+                return tls.recv(64).startswith(b"* OK")
+    except OSError:  # ssl.SSLError too: not listening yet, or not handshaking yet
         return False
 
 

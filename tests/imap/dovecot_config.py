@@ -6,7 +6,13 @@ Choices, and why:
   `dovecot` and `dovenull` users; as anyone else, everything runs as that user
   and nothing chroots (only root may).
 - Plain IMAP on 127.0.0.1 only (`ssl = no`, `disable_plaintext_auth = no`: the
-  Dovecot 2.3 names; 2.4 renamed the latter `auth_allow_cleartext`).
+  Dovecot 2.3 names; 2.4 renamed the latter `auth_allow_cleartext`); or, with
+  `tls`, implicit TLS only (`ssl = required`, the plain listener off, the
+  imaps listener on the port; the certificate files from `certificates.py`).
+- With `idle=False`, no IDLE: `imap_capability` replaces the whole list (a
+  leading `+` could only add), so it is Dovecot 2.3's post-login list without
+  IDLE. imap-login then advertises the same list before login too (plus
+  AUTH=...), so neither capability list offers IDLE.
 - No authentication penalty and no failure delay: a binding with a wrong
   password must not slow down the others logging in from the same address.
 - `mail_max_userip_connections` raised: dozens of bindings may share a user.
@@ -21,10 +27,22 @@ import os
 import pwd
 from pathlib import Path
 
+from tests.imap.certificates import ServerFiles
+
 HOST = "127.0.0.1"
+# What Dovecot 2.3 (Debian's 2.3.19) advertises after login, IDLE left out.
+CAPABILITY_WITHOUT_IDLE = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE SORT SORT=DISPLAY THREAD=REFERENCES "
+    "THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN "
+    "NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES "
+    "WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW "
+    "STATUS=SIZE SAVEDATE LITERAL+ NOTIFY"
+)
 
 
-def render_config(root: Path, port: int) -> str:
+def render_config(
+    root: Path, port: int, *, tls: ServerFiles | None = None, idle: bool = True
+) -> str:
     """The whole configuration: nothing is read from /etc/dovecot."""
     mail_user = mail_account()
     if os.geteuid() == 0:
@@ -37,6 +55,13 @@ def render_config(root: Path, port: int) -> str:
         chroots = "".join(
             f"service {name} {{\n  chroot =\n}}\n" for name in ("imap-login", "anvil")
         )
+    if tls is None:
+        ssl = "ssl = no"
+        plain_port, tls_port, tls_listener = port, 0, ""
+    else:
+        ssl = f"ssl = required\nssl_cert = <{tls.certificate}\nssl_key = <{tls.key}"
+        plain_port, tls_port, tls_listener = 0, port, f"\n    address = {HOST}\n    ssl = yes"
+    capability = "" if idle else f"imap_capability = {CAPABILITY_WITHOUT_IDLE}\n"
     return f"""\
 # Written by tests/imap/dovecot.py for one throwaway test server.
 base_dir = {root}/run
@@ -45,8 +70,8 @@ log_path = {root}/dovecot.log
 instance_name = mb-dovecot-{port}
 protocols = imap
 listen = {HOST}
-ssl = no
-disable_plaintext_auth = no
+{ssl}
+{capability}disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
 default_internal_user = {internal_user}
@@ -72,10 +97,10 @@ userdb {{
 service imap-login {{
   inet_listener imap {{
     address = {HOST}
-    port = {port}
+    port = {plain_port}
   }}
   inet_listener imaps {{
-    port = 0
+    port = {tls_port}{tls_listener}
   }}
 }}
 # No authentication penalty: a binding with a wrong password must not slow

@@ -2,8 +2,9 @@
 
 These pin down what the importer's tests rely on: logins, APPEND, SEARCH and
 FETCH, IDLE pushes, the exact failure of a wrong password, restarts that keep
-mail and UIDVALIDITY, a UIDVALIDITY change that keeps mail, and a folder
-that disappears.
+mail and UIDVALIDITY, a UIDVALIDITY change that keeps mail, a folder that
+disappears, implicit TLS verified by the server's own CA, and a server
+without IDLE.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import imaplib
 import re
 import socket
+import ssl
 import time
 
 import aioimaplib
@@ -243,3 +245,45 @@ def test_a_start_failure_says_why_with_the_log(dovecot: Dovecot) -> None:
         with pytest.raises(DovecotError, match="Address already in use"):
             dovecot.start()
     assert not dovecot.running
+
+
+def test_with_tls_it_serves_implicit_tls_only_with_a_certificate_its_ca_signed(
+    tls_dovecot: Dovecot,
+) -> None:
+    context = ssl.create_default_context(cafile=tls_dovecot.ca_path)
+    client = imaplib.IMAP4_SSL(HOST, tls_dovecot.port, ssl_context=context, timeout=TIMEOUT)
+    assert isinstance(client.sock, ssl.SSLSocket)
+    assert client.sock.version() in {"TLSv1.2", "TLSv1.3"}
+    client.login("alice", USERS["alice"])
+    client.logout()
+    tls_dovecot.append("alice", "INBOX", mail(1))  # the helpers trust the CA
+    assert tls_dovecot.message_count("alice", "INBOX") == 1
+    with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer"):
+        imaplib.IMAP4_SSL(HOST, tls_dovecot.port, ssl_context=ssl.create_default_context())
+    with socket.create_connection(tls_dovecot.address, timeout=TIMEOUT) as plain:
+        plain.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # no plain greeting: the server awaits a handshake
+            plain.recv(64)
+    ca = tls_dovecot.ca_path.read_bytes()
+    tls_dovecot.restart()
+    assert tls_dovecot.ca_path.read_bytes() == ca
+    assert tls_dovecot.message_count("alice", "INBOX") == 1
+
+
+def test_without_idle_neither_capability_list_offers_it(
+    dovecot: Dovecot, polled_dovecot: Dovecot
+) -> None:
+    def capabilities(server: Dovecot) -> tuple[set[str], set[str], set[str]]:
+        client = imaplib.IMAP4(HOST, server.port, timeout=TIMEOUT)
+        greeting = set(client.welcome.decode().split("[CAPABILITY ")[1].split("]")[0].split())
+        before = set(client.capabilities)
+        client.login("alice", USERS["alice"])
+        after = set(client.capability()[1][0].decode().split())
+        client.logout()
+        return greeting, before, after
+
+    greeting, before, after = capabilities(polled_dovecot)
+    assert "IDLE" not in greeting | before | after
+    assert {"UIDPLUS", "MOVE"} <= after
+    # The same list as a default server's, IDLE aside: nothing else is lost.
+    assert after == capabilities(dovecot)[2] - {"IDLE"}

@@ -10,120 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import func, select
 
 from feed.db import Database
 from feed.inbound import InboundLog
-from feed.mailboxes import ImapSpec, add_imap_binding, list_imap_bindings
-from feed.posts import Post
+from feed.mailboxes import list_imap_bindings
 from mailbridge.config import Settings
 from mailbridge.imap.client import IMPORTED_KEYWORD
-from mailbridge.imap.runner import MailboxService, Timing
 from mailbridge.imap.sync import MAX_ATTEMPTS
 from mailbridge.pipeline.deliver import Pipeline
-from mailbridge.workers import thread_deliverer
-from tests.conftest import Factory
-from tests.imap.conftest import USERS, require_dovecot
+from tests.imap.conftest import require_dovecot
 from tests.imap.dovecot import Dovecot
-from tests.imap.dovecot_config import HOST
+from tests.imap.harness import (
+    FAST,
+    bind,
+    distinct_posted,
+    importing,
+    mail,
+    posts,
+    run,
+    state,
+    until,
+)
 from tests.poison import POISON_SUBJECT, posts_titled_poison_refused
 
-FAST = Timing(
-    idle=20.0,
-    poll=1.0,
-    retry_failed=0.5,
-    backoff_first=0.2,
-    backoff_max=1.0,
-    refresh=0.5,
-    command_timeout=5.0,
-)
-WAIT = 20.0
-
-
-def mail(number: int, *, subject: str = "") -> bytes:
-    return (
-        f"From: Carol <carol@customer.example>\r\nTo: support@company.example\r\n"
-        f"Subject: {subject or f'Case {number}'}\r\n"
-        f"Message-ID: <case-{number}@customer.example>\r\n"
-        f"Date: Thu, 03 Dec 2026 09:00:00 +0000\r\n"
-        f"\r\nPlease look at case {number}.\r\n"
-    ).encode()
-
-
-@pytest.fixture(autouse=True)
-def support_group(make: Factory) -> None:
-    make.group("support")
-
-
-def bind(
-    db: Database,
-    settings: Settings,
-    dovecot: Dovecot,
-    name: str = "desk",
-    *,
-    user: str = "alice",
-    password: str | None = None,
-    folder: str = "INBOX",
-    after: str = "seen",
-) -> None:
-    spec = ImapSpec(
-        name,
-        "support",
-        HOST,
-        dovecot.port,
-        user,
-        USERS[user] if password is None else password,
-        folder=folder,
-        tls="none",
-        after=after,
-        senders="anyone",
-    )
-    with db.transaction() as session:
-        add_imap_binding(session, settings.secret_key, spec)
-
-
-def posts(db: Database) -> int:
-    with db.reader() as session:
-        return session.scalar(select(func.count()).select_from(Post)) or 0
-
-
-def distinct_posted(db: Database) -> int:
-    with db.reader() as session:
-        return session.scalar(select(func.count(func.distinct(Post.message_id)))) or 0
-
-
-def state(db: Database, name: str) -> tuple[str, str | None]:
-    with db.reader() as session:
-        found = {b.name: b for b in list_imap_bindings(session)}
-    return found[name].state, found[name].last_error
-
-
-async def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-@asynccontextmanager
-async def importing(pipeline: Pipeline, settings: Settings) -> AsyncIterator[MailboxService]:
-    deliverer = thread_deliverer(pipeline)
-    service = MailboxService(pipeline, deliverer, settings.secret_key, FAST)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.close()
-        await deliverer.close()
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), 120))
+pytestmark = pytest.mark.usefixtures("support_group")
 
 
 def test_a_bound_folder_feeds_the_group_once_and_marks_what_it_imported(
@@ -151,6 +64,30 @@ def test_a_bound_folder_feeds_the_group_once_and_marks_what_it_imported(
     run(scenario)
     assert distinct_posted(db) == posts(db) == 5
     assert dovecot.message_count("alice", "INBOX") == 5
+
+
+def test_a_server_without_idle_is_polled(
+    pipeline: Pipeline, db: Database, settings: Settings, polled_dovecot: Dovecot
+) -> None:
+    for number in (1, 2):
+        polled_dovecot.append("alice", "INBOX", mail(number))
+    bind(db, settings, polled_dovecot)
+    waited: list[float] = []
+
+    async def scenario() -> None:
+        async with importing(pipeline, settings):
+            await until(lambda: posts(db) == 2, "the existing messages")
+            await until(lambda: state(db, "desk")[0] == "polling", "the binding to poll")
+            appended = time.monotonic()
+            await asyncio.to_thread(polled_dovecot.append, "alice", "INBOX", mail(3))
+            # Nothing is pushed: the next poll finds it, a poll interval later or so.
+            await until(lambda: posts(db) == 3, "the appended message", 4 * FAST.poll)
+            waited.append(time.monotonic() - appended)
+            await until(lambda: state(db, "desk") == ("polling", None), "polling again")
+
+    run(scenario)
+    assert distinct_posted(db) == posts(db) == 3
+    assert waited[0] < 4 * FAST.poll
 
 
 @pytest.mark.parametrize("after", ["move:Imported", "delete"])

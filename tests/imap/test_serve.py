@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from tests.cli import free_port, run, wait_for_port
 from tests.imap.conftest import USERS
 from tests.imap.dovecot import Dovecot
 from tests.imap.dovecot_config import HOST
+from tests.imap.harness import add_imap
 
 
 def mail(number: int) -> bytes:
@@ -29,36 +29,6 @@ def mail(number: int) -> bytes:
         f"Subject: Case {number}\r\nMessage-ID: <case-{number}@customer.example>\r\n"
         f"\r\nPlease look at case {number}.\r\n" + "Details of the problem.\r\n" * 40
     ).encode()
-
-
-def add_imap(
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    dovecot: Dovecot,
-    password: str,
-    *extra: str,
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
-    return run(
-        capsys,
-        "binding",
-        "add-imap",
-        "desk",
-        "--group",
-        "support",
-        "--host",
-        HOST,
-        "--port",
-        str(dovecot.port),
-        "--user",
-        "alice",
-        "--password-stdin",
-        "--tls",
-        "none",
-        "--senders",
-        "anyone",
-        *extra,
-    )
 
 
 def test_binding_commands_add_test_and_list_an_imap_mailbox(
