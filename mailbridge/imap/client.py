@@ -137,6 +137,12 @@ class ImapClient:
         where = f"{self.mailbox.host}:{self.mailbox.port}"
         try:
             await self._imap.wait_hello_from_server()
+        except ssl.SSLCertVerificationError as exc:
+            raise ImapError(
+                f"cannot connect to {where}: certificate verify failed "
+                f"({exc.verify_message}); trust the CA that signed it in the system's "
+                "store or in SSL_CERT_FILE"
+            ) from exc
         except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
             raise ImapError(f"cannot connect to {where}: {_describe(exc)}") from exc
         user = aioimaplib.quoted(self.mailbox.username)

@@ -31,9 +31,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from mailbridge.imap.names import quote_mailbox, unquote_mailbox
 from tests.imap.certificates import ServerFiles, write_server_files
 from tests.imap.dovecot_config import HOST, mail_account, render_config
-from mailbridge.imap.names import quote_mailbox, unquote_mailbox
 
 DOVECOT = Path("/usr/sbin/dovecot")
 DOVEADM = Path("/usr/bin/doveadm")

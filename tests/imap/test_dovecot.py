@@ -19,10 +19,10 @@ import time
 import aioimaplib
 import pytest
 
+from mailbridge.imap.names import quote_mailbox, unquote_mailbox
 from tests.imap.conftest import USERS
 from tests.imap.dovecot import Dovecot, DovecotError
 from tests.imap.dovecot_config import HOST
-from mailbridge.imap.names import quote_mailbox, unquote_mailbox
 
 TIMEOUT = 10.0
 
