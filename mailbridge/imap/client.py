@@ -75,6 +75,7 @@ class FolderState:
     uidvalidity: int
     uidnext: int | None
     exists: int
+    read_only: bool = False  # no flag, move or delete possible (RFC 3501 §6.3.1)
 
 
 def uid_set(uids: Sequence[int]) -> str:
@@ -171,7 +172,14 @@ class ImapClient:
                 exists = int(match.group(1))
         if validity is None:  # RFC 3501 §6.3.1: the server MUST send it
             raise ImapError(f"the server sent no UIDVALIDITY for folder {folder!r}")
-        return FolderState(validity, uidnext, exists)
+        return FolderState(validity, uidnext, exists, b"[READ-ONLY]" in _lines(response)[-1])
+
+    async def folder_exists(self, folder: str) -> bool:
+        """Whether another folder exists (STATUS, RFC 3501 §6.3.10)."""
+        response = await self._command(
+            "STATUS", self._imap.status(quote_mailbox(folder), "(MESSAGES)")
+        )
+        return bool(response.result == "OK")
 
     def has(self, capability: str) -> bool:
         return bool(self._imap.has_capability(capability))

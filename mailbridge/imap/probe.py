@@ -7,7 +7,7 @@ import asyncio
 from feed.credentials import unseal
 from feed.db import Database
 from feed.errors import FeedError
-from feed.mailboxes import get_imap_binding
+from feed.mailboxes import AfterImport, get_imap_binding, parse_after
 from mailbridge.imap.client import ImapClient, ImapError, Mailbox
 
 
@@ -26,16 +26,27 @@ def probe_binding(db: Database, secret_key: str, name: str) -> str:
             unseal(secret_key, row.password_sealed),
             row.folder,
         )
+        after = parse_after(row.after_import)
     try:
-        return asyncio.run(_probe(name, mailbox))
+        return asyncio.run(_probe(name, mailbox, after))
     except ImapError as exc:
         raise ProbeError(f"imap:{name}: {exc}") from exc
 
 
-async def _probe(name: str, mailbox: Mailbox) -> str:
+async def _probe(name: str, mailbox: Mailbox, after: AfterImport) -> str:
     client = await ImapClient.open(mailbox)
     try:
         folder = client.folder
+        # What the importer would only find out after posting the first message.
+        if folder.read_only:
+            raise ImapError(
+                f"folder {mailbox.folder!r} is read-only for {mailbox.username}: "
+                f"the after-import action ({after}) cannot be applied"
+            )
+        if after.action == "move" and not await client.folder_exists(after.folder):
+            raise ImapError(
+                f"the folder to move imported mail to, {after.folder!r}, does not exist"
+            )
         push = "IDLE" if client.has("IDLE") else "polling (no IDLE)"
         return (
             f"imap:{name}: logged in as {mailbox.username} at {mailbox.host}:{mailbox.port}; "

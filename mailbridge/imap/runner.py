@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 class Timing:
     """How long to wait for what; tests shorten them."""
 
-    idle: float = 25 * 60  # under the 29 minutes of RFC 2177 §3
+    # IDLE is re-issued this often: under the 29 minutes of RFC 2177 §3, and
+    # short enough that a connection a NAT dropped silently is noticed.
+    idle: float = 10 * 60
     poll: float = 60.0  # servers without IDLE
     retry_failed: float = 30.0  # a message failed: try again this soon
     backoff_first: float = 1.0

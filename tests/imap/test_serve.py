@@ -90,6 +90,25 @@ def test_binding_test_reports_the_folder(
     )
 
 
+def test_binding_test_finds_a_missing_move_folder_before_any_mail_is_posted(
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    dovecot: Dovecot,
+) -> None:
+    run(capsys, "group", "add", "support", "--name", "Support")
+    assert add_imap(capsys, monkeypatch, dovecot, USERS["alice"], "--after", "move:Done")[0] == 0
+    code, _, err = run(capsys, "binding", "test", "desk")
+    assert (code, err.strip()) == (
+        2,
+        "mailbridge: error: imap:desk: the folder to move imported mail to, 'Done', does not exist",
+    )
+    dovecot.create_folder("alice", "Done")
+    code, out, _ = run(capsys, "binding", "test", "desk")
+    assert code == 0
+    assert "logged in as alice" in out
+
+
 @contextmanager
 def serving(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     smtp = free_port()
