@@ -133,6 +133,15 @@ def add_binding(session: Session, address: str, slug: str, senders: str) -> Bind
     return binding
 
 
+def remove_binding(session: Session, address: str) -> None:
+    normalized = normalize_address(address)
+    binding = session.scalar(select(Binding).where(Binding.address == normalized))
+    if binding is None:
+        raise NotFoundError(f"address {normalized} is not bound")
+    session.delete(binding)
+    session.flush()
+
+
 def sender_policy(senders: str) -> SenderPolicy:
     """A binding's sender policy from an admin's text, or the reason it is wrong."""
     try:

@@ -125,6 +125,21 @@ def get_imap_binding(session: Session, name: str) -> ImapBinding:
     return binding
 
 
+def remove_imap_binding(session: Session, name: str) -> None:
+    """Stop importing from a mailbox; its posts and inbound log stay."""
+    session.delete(get_imap_binding(session, name))
+    session.flush()
+
+
+def set_imap_password(session: Session, secret_key: str, name: str, password: str) -> None:
+    """A new password (the binding's task reconnects with it at once)."""
+    if not password:
+        raise InvalidInputError("an IMAP binding needs a password (read from standard input)")
+    binding = get_imap_binding(session, name)
+    binding.password_sealed = seal(secret_key, password)
+    session.flush()
+
+
 def list_imap_bindings(session: Session) -> list[ImapBindingInfo]:
     rows = session.scalars(select(ImapBinding).order_by(ImapBinding.name))
     return [

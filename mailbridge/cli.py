@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow --tls none to a host other than this machine",
     )
     imap.set_defaults(func=cmd_binding_add_imap)
+    remove = binding.add_parser("remove", help="remove an address or IMAP binding")
+    remove.add_argument("binding", help="a bound address, or imap:NAME")
+    remove.set_defaults(func=cmd_binding_remove)
+    password = binding.add_parser("set-password", help="change an IMAP binding's password")
+    password.add_argument("name")
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    password.set_defaults(func=cmd_binding_set_password)
     imap_test = binding.add_parser("test", help="log in to an IMAP binding's mailbox")
     imap_test.add_argument("name")
     imap_test.set_defaults(func=cmd_binding_test)
@@ -197,9 +206,7 @@ def cmd_binding_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_binding_add_imap(settings: Settings, args: argparse.Namespace) -> int:
-    if not args.password_stdin:
-        raise CliError("give the password on standard input with --password-stdin")
-    password = sys.stdin.readline().rstrip("\r\n")
+    password = _password_from_stdin(args)
     port = args.port or (993 if args.tls == "implicit" else 143)
     spec = mailboxes.ImapSpec(
         args.name,
@@ -221,6 +228,33 @@ def cmd_binding_add_imap(settings: Settings, args: argparse.Namespace) -> int:
         return f"imap:{row.name} ({where}) -> {args.group} (senders: {row.sender_policy})"
 
     return _in_transaction(settings, work)
+
+
+def cmd_binding_remove(settings: Settings, args: argparse.Namespace) -> int:
+    def work(session: Session) -> str:
+        if args.binding.startswith("imap:"):
+            mailboxes.remove_imap_binding(session, args.binding.removeprefix("imap:"))
+        else:
+            admin.remove_binding(session, args.binding)
+        return f"{args.binding} removed (its posts stay)"
+
+    return _in_transaction(settings, work)
+
+
+def cmd_binding_set_password(settings: Settings, args: argparse.Namespace) -> int:
+    password = _password_from_stdin(args)
+
+    def work(session: Session) -> str:
+        mailboxes.set_imap_password(session, settings.secret_key, args.name, password)
+        return f"imap:{args.name}: password changed"
+
+    return _in_transaction(settings, work)
+
+
+def _password_from_stdin(args: argparse.Namespace) -> str:
+    if not args.password_stdin:
+        raise CliError("give the password on standard input with --password-stdin")
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 def cmd_binding_test(settings: Settings, args: argparse.Namespace) -> int:

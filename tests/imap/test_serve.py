@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -14,13 +16,16 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
+from feed.db import Database
 from feed.posts import Post
+from mailbridge.config import Settings
 from mailbridge.imap.client import IMPORTED_KEYWORD
+from mailbridge.pipeline.deliver import Pipeline
 from tests.cli import free_port, run, wait_for_port
 from tests.imap.conftest import USERS
 from tests.imap.dovecot import Dovecot
 from tests.imap.dovecot_config import HOST
-from tests.imap.harness import add_imap
+from tests.imap.harness import FAST, add_imap, importing, posts, state, until
 
 
 def mail(number: int) -> bytes:
@@ -181,3 +186,44 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def test_a_new_password_takes_effect_at_once_and_a_removed_binding_stops(
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    pipeline: Pipeline,
+    db: Database,
+    dovecot: Dovecot,
+) -> None:
+    monkeypatch.setenv("MAILBRIDGE_SECRET_KEY", settings.secret_key)  # the importer's key
+    dovecot.append("alice", "INBOX", mail(1))
+    run(capsys, "group", "add", "support", "--name", "Support")
+    assert add_imap(capsys, monkeypatch, dovecot, "an-old-password")[0] == 0
+
+    def set_password(password: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+        return run(capsys, "binding", "set-password", "desk", "--password-stdin")
+
+    async def scenario() -> None:
+        async with importing(pipeline, settings):
+            await until(lambda: state(db, "desk")[0] == "failing", "the old password to fail")
+            assert await asyncio.to_thread(set_password, USERS["alice"]) == (
+                0,
+                "imap:desk: password changed\n",
+                "",
+            )
+            await until(lambda: posts(db) == 1, "the import with the new password")
+            removed = await asyncio.to_thread(run, capsys, "binding", "remove", "imap:desk")
+            assert removed[:2] == (0, "imap:desk removed (its posts stay)\n")
+            await asyncio.sleep(3 * FAST.refresh)  # the service notices the removal
+            await asyncio.to_thread(dovecot.append, "alice", "INBOX", mail(2))
+            await asyncio.sleep(2)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert posts(db) == 1
+    assert dovecot.message_count("alice", "INBOX") == 2
+    assert set_password("whatever")[2].strip() == (
+        "mailbridge: error: no IMAP binding named 'desk'"
+    )

@@ -140,3 +140,16 @@ def test_serve_accepts_mail_and_serves_it_over_the_api(
         process.wait(timeout=20)
         assert process.stderr is not None
         process.stderr.close()
+
+
+def test_binding_remove_unbinds_an_address(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "group", "add", "eng", "--name", "Engineering")
+    run(capsys, "binding", "add", "eng@company.example", "--group", "eng")
+    code, out, _ = run(capsys, "binding", "remove", "Eng@Company.example")
+    assert (code, out.strip()) == (0, "Eng@Company.example removed (its posts stay)")
+    code, out, err = run(capsys, "binding", "list")
+    assert (out, err.strip()) == ("", "no bindings")
+    code, _, err = run(capsys, "binding", "remove", "eng@company.example")
+    assert (code, err.strip()) == (2, "mailbridge: error: address eng@company.example is not bound")
