@@ -184,10 +184,12 @@ class ImapClient:
     def has(self, capability: str) -> bool:
         return bool(self._imap.has_capability(capability))
 
-    async def uids_after(self, uid: int) -> list[int]:
-        """UIDs above `uid`, oldest first. (`n:*` always matches the highest
-        UID, even below n: RFC 3501 §6.4.8, hence the filter.)"""
-        found = await self._search(f"UID {uid + 1}:*")
+    async def uids_after(self, uid: int, *, unmarked: bool = False) -> list[int]:
+        """UIDs above `uid`, oldest first (without our keyword if `unmarked`).
+        (`n:*` always matches the highest UID, even below n: RFC 3501 §6.4.8,
+        hence the filter.)"""
+        marked = f" NOT KEYWORD {IMPORTED_KEYWORD}" if unmarked else ""
+        found = await self._search(f"UID {uid + 1}:*{marked}")
         return [u for u in found if u > uid]
 
     async def uids_up_to(self, uid: int, *, unmarked: bool = False) -> list[int]:

@@ -71,7 +71,10 @@ class FolderSync:
         await self._catch_up(client, cursor.last_uid)
         delivered = 0
         retry_soon = False
-        new = await client.uids_after(cursor.last_uid)
+        # Behind a failing message, those already posted carry our keyword
+        # (with `seen`): not delivered again at every retry.
+        behind = cursor.stuck_uid is not None and self.binding.after.action == "seen"
+        new = await client.uids_after(cursor.last_uid, unmarked=behind)
         if cursor.stuck_uid is not None and cursor.stuck_uid not in new:
             # The failing message left the folder (a user deleted or moved
             # it): nothing holds the cursor any more.
@@ -134,15 +137,17 @@ class FolderSync:
         if not raws:
             return 0, unreadable is not None
         reports = await self.deliverer.deliver_together(raws)
-        settled: list[int] = []
-        for raw, report in zip(raws, reports, strict=True):
-            if any(outcome.deferred for outcome in report.outcomes.values()):
-                break
-            assert raw.origin is not None
-            settled.append(raw.origin.uid)
-        if settled:
-            await self._after_import(client, settled)
-        return len(settled), len(settled) < len(raws) or unreadable is not None
+        # Every message whose rows are committed gets its after-import action,
+        # also those behind a failed one (the cursor stops there, not they).
+        done = [
+            raw.origin.uid
+            for raw, report in zip(raws, reports, strict=True)
+            if raw.origin is not None
+            and not any(outcome.deferred for outcome in report.outcomes.values())
+        ]
+        if done:
+            await self._after_import(client, done)
+        return len(done), len(done) < len(raws) or unreadable is not None
 
     async def _fetch(
         self, client: ImapClient, uids: Sequence[int]

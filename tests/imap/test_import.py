@@ -232,6 +232,7 @@ def test_a_message_that_keeps_failing_is_given_up_and_never_blocks_the_rest(
         reason = session.scalar(select(InboundLog.reason).where(InboundLog.status == "rejected"))
     assert reason is not None
     assert f"failed {MAX_ATTEMPTS} times" in reason
+    assert ignored(db) == 0  # message 3 was not delivered again at each retry
 
 
 def rejected(db: Database) -> int:
