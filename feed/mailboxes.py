@@ -184,7 +184,17 @@ def _validate(spec: ImapSpec) -> None:
     if not spec.password:
         raise InvalidInputError("an IMAP binding needs a password (read from standard input)")
     _check_folder(spec.folder, "--folder")
-    parse_after(spec.after)
+    after = parse_after(spec.after)
+    if after.action == "move" and _same_folder(after.folder, spec.folder):
+        raise InvalidInputError(
+            f"--after move:{after.folder} would move imported mail back into the bound "
+            "folder, to be imported again: name another folder"
+        )
+
+
+def _same_folder(a: str, b: str) -> bool:
+    # INBOX is case-insensitive (RFC 3501 §5.1); other names are not.
+    return a == b or (a.upper() == "INBOX" and b.upper() == "INBOX")
 
 
 def _check_folder(folder: str, option: str) -> None:

@@ -207,7 +207,7 @@ def cmd_binding_add(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_binding_add_imap(settings: Settings, args: argparse.Namespace) -> int:
     password = _password_from_stdin(args)
-    port = args.port or (993 if args.tls == "implicit" else 143)
+    port = args.port if args.port is not None else (993 if args.tls == "implicit" else 143)
     spec = mailboxes.ImapSpec(
         args.name,
         args.group,

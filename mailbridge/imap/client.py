@@ -23,8 +23,10 @@ from mailbridge.imap.names import quote_mailbox
 
 T = TypeVar("T")
 COMMAND_TIMEOUT = 30.0
-# Keyword set on every message we imported (RFC 3501 §2.3.2 atoms).
+# Keywords (RFC 3501 §2.3.2 atoms): on every message we imported, and on
+# one we gave up, left in the folder for a person to look at.
 IMPORTED_KEYWORD = "$MailBridge"
+FAILED_KEYWORD = "$MailBridgeFailed"
 
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
@@ -196,7 +198,9 @@ class ImapClient:
         """UIDs up to `uid` still in the folder (without our keyword if `unmarked`)."""
         if uid < 1:
             return []
-        criteria = f"UID 1:{uid}" + (f" NOT KEYWORD {IMPORTED_KEYWORD}" if unmarked else "")
+        criteria = f"UID 1:{uid} NOT KEYWORD {FAILED_KEYWORD}"
+        if unmarked:
+            criteria += f" NOT KEYWORD {IMPORTED_KEYWORD}"
         return [u for u in await self._search(criteria) if u <= uid]
 
     async def present(self, uids: Sequence[int]) -> list[int]:
@@ -225,6 +229,12 @@ class ImapClient:
                 "STORE", self._imap.uid("store", uid_set(uids), "+FLAGS.SILENT", "(\\Seen)")
             )
         self._check(response, "STORE")
+
+    async def mark_failed(self, uids: Sequence[int]) -> None:
+        """Flag messages we gave up (a server without keywords: left as they are)."""
+        await self._command(
+            "STORE", self._imap.uid("store", uid_set(uids), "+FLAGS.SILENT", f"({FAILED_KEYWORD})")
+        )
 
     async def move(self, uids: Sequence[int], folder: str) -> None:
         target = quote_mailbox(folder)

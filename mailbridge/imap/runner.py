@@ -180,13 +180,17 @@ class MailboxService:
     async def refresh(self) -> None:
         """Start runners for new bindings, stop those of removed or edited ones."""
         wanted = set(await asyncio.to_thread(self._bindings))
+        stopped = []
         for key, task in list(self._runners.items()):
             if key not in wanted:
-                self._runners.pop(key).cancel()
+                stopped.append(self._runners.pop(key))
+                task.cancel()
             elif task.done():  # a runner never ends by itself: start it again
                 self._runners.pop(key)
                 error = None if task.cancelled() else task.exception()
                 log.error("IMAP binding %s: its task ended (%r); restarting it", key[0], error)
+        # An edited binding's old task ends before its successor starts.
+        await asyncio.gather(*stopped, return_exceptions=True)
         for key in wanted - set(self._runners):
             runner = MailboxRunner(
                 key[0], self.pipeline, self.deliverer, self.secret_key, self.timing

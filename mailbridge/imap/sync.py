@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from feed.mailboxes import AfterImport, SyncCursor, read_cursor, restart_cursor
-from mailbridge.imap.client import ImapClient, ImapError
+from mailbridge.imap.client import FAILED_KEYWORD, ImapClient, ImapError
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.mailbox import count_attempt, settle
 from mailbridge.pipeline.route import imap_recipient
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 # Messages fetched and delivered together: one FETCH, one transaction.
 CHUNK = 16
-_RETURN_PATH = re.compile(rb"^Return-Path:[ \t]*<([^>\r\n]*)>", re.IGNORECASE | re.MULTILINE)
+_RETURN_PATH = re.compile(rb"^Return-Path:[ \t]*<([^>\r\n\x00]*)>", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,16 @@ class FolderSync:
         await self._catch_up(client, cursor.last_uid)
         delivered = 0
         retry_soon = False
-        # Behind a failing message, those already posted carry our keyword
-        # (with `seen`): not delivered again at every retry.
-        behind = cursor.stuck_uid is not None and self.binding.after.action == "seen"
-        new = await client.uids_after(cursor.last_uid, unmarked=behind)
+        # With `seen`, a message that carries our keyword is posted already
+        # (behind a failing one, or before a UIDVALIDITY change): not again.
+        # The cursor passes them with the next new message.
+        seen = self.binding.after.action == "seen"
+        new = await client.uids_after(cursor.last_uid, unmarked=seen)
         if cursor.stuck_uid is not None and cursor.stuck_uid not in new:
-            # The failing message left the folder (a user deleted or moved
-            # it): nothing holds the cursor any more.
-            await self._write(settle, cursor.stuck_uid, client.folder.uidvalidity)
+            if await client.present([cursor.stuck_uid]):  # it carries our keyword
+                new = sorted({*new, cursor.stuck_uid})
+            else:  # a user deleted or moved it: nothing holds the cursor any more
+                await self._write(settle, cursor.stuck_uid, client.folder.uidvalidity)
         for start in range(0, len(new), CHUNK):
             chunk = new[start : start + CHUNK]
             if chunk[0] == cursor.stuck_uid and cursor.stuck_attempts >= MAX_ATTEMPTS:
@@ -90,22 +92,24 @@ class FolderSync:
         return PassResult(delivered, retry_soon)
 
     async def _deliver_isolating(self, client: ImapClient, uids: Sequence[int]) -> tuple[int, bool]:
-        """`_deliver`, and when a whole batch fails (a worker killed by one
-        message, say) each message alone, so the culprit's attempts are counted."""
+        """`_deliver`; when a whole batch fails (a worker killed by one
+        message, a row the database refuses), each message alone, so that
+        only the culprit fails and its attempts are counted."""
         try:
-            return await self._deliver(client, uids)
+            done, failed, all_deferred = await self._deliver(client, uids)
         except ImapError:
             raise
         except Exception:
-            if len(uids) > 1:
-                log.warning(
-                    "IMAP %s: a batch failed; delivering it message by message", self.binding.name
-                )
-                results = [await self._deliver_isolating(client, [uid]) for uid in uids]
-                return sum(r[0] for r in results), any(r[1] for r in results)
-            log.exception("IMAP %s: delivering UID %d failed", self.binding.name, uids[0])
-            await self._write(count_attempt, uids[0], client.folder.uidvalidity)
-            return 0, True
+            if len(uids) == 1:
+                log.exception("IMAP %s: delivering UID %d failed", self.binding.name, uids[0])
+                await self._write(count_attempt, uids[0], client.folder.uidvalidity)
+                return 0, True
+            all_deferred = True
+        if not all_deferred or len(uids) == 1:
+            return done, failed
+        log.warning("IMAP %s: a batch failed; delivering it message by message", self.binding.name)
+        results = [await self._deliver_isolating(client, [uid]) for uid in uids]
+        return sum(r[0] for r in results), any(r[1] for r in results)
 
     async def _cursor(self, uidvalidity: int) -> SyncCursor:
         cursor = await asyncio.to_thread(self._read_cursor)
@@ -122,10 +126,11 @@ class FolderSync:
         await asyncio.to_thread(self._restart_cursor, uidvalidity)
         return SyncCursor(uidvalidity, 0, None, 0)
 
-    async def _deliver(self, client: ImapClient, uids: Sequence[int]) -> tuple[int, bool]:
-        """Deliver one chunk; (messages settled, whether one failed)."""
+    async def _deliver(self, client: ImapClient, uids: Sequence[int]) -> tuple[int, bool, bool]:
+        """Deliver one chunk: (messages done, whether one failed, whether
+        every message fetched came back deferred)."""
         if not uids:
-            return 0, False
+            return 0, False, False
         fetched, unreadable = await self._fetch(client, uids)
         validity = client.folder.uidvalidity
         # Up to the first message the server would not give: that one is a
@@ -135,7 +140,7 @@ class FolderSync:
         if unreadable is not None:
             await self._write(count_attempt, unreadable, validity)
         if not raws:
-            return 0, unreadable is not None
+            return 0, unreadable is not None, False
         reports = await self.deliverer.deliver_together(raws)
         # Every message whose rows are committed gets its after-import action,
         # also those behind a failed one (the cursor stops there, not they).
@@ -147,7 +152,8 @@ class FolderSync:
         ]
         if done:
             await self._after_import(client, done)
-        return len(done), len(done) < len(raws) or unreadable is not None
+        failed = len(done) < len(raws) or unreadable is not None
+        return len(done), failed, not done
 
     async def _fetch(
         self, client: ImapClient, uids: Sequence[int]
@@ -171,13 +177,29 @@ class FolderSync:
         return fetched, min(still_there, default=None)
 
     async def _give_up(self, client: ImapClient, uid: int, attempts: int) -> None:
-        fetched = await client.fetch([uid])
-        data = fetched.get(uid, b"")
-        reason = f"IMAP UID {uid} failed {attempts} times; given up (its raw bytes are kept)"
+        """Record a message that failed too often and leave it in the folder,
+        flagged for a person: never moved nor deleted unread."""
+        try:
+            data = (await client.fetch([uid])).get(uid)
+        except ImapError:
+            if client.lost.is_set():
+                raise
+            data = None  # the server refuses it: given up all the same
+        if data is None and not await client.present([uid]):
+            return  # gone from the folder: the next pass frees the cursor
+        kept = (
+            "its raw bytes are kept"
+            if data is not None
+            else "the server would not return its content"
+        )
+        reason = (
+            f"IMAP UID {uid} failed {attempts} times and was given up ({kept}); "
+            f"it is left in the mailbox, flagged {FAILED_KEYWORD}"
+        )
         log.error("IMAP binding %s: %s", self.binding.name, reason)
-        raw = self._raw(data, client.folder.uidvalidity, uid)
+        raw = self._raw(data or b"", client.folder.uidvalidity, uid)
         await asyncio.to_thread(self.pipeline.give_up, raw, reason)
-        await self._after_import(client, [uid])
+        await client.mark_failed([uid])
 
     async def _catch_up(self, client: ImapClient, last_uid: int) -> None:
         """Apply the after-import action a crash may have skipped (idempotent)."""

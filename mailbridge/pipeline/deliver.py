@@ -26,7 +26,7 @@ from mailbridge.pipeline.authorize import authorize_sender
 from mailbridge.pipeline.classify import Classification, MailKind, classify_message
 from mailbridge.pipeline.extract import Content, extract_content
 from mailbridge.pipeline.journal import Journal
-from mailbridge.pipeline.mailbox import advance_cursors, settle
+from mailbridge.pipeline.mailbox import advance_cursors, count_attempt, settle
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
 from mailbridge.pipeline.route import (
@@ -170,7 +170,22 @@ class Pipeline:
                 return self._write(session.connection(), raws, prepared, self._isolated)
         except Exception:
             log.exception("the delivery transaction of %d message(s) failed", len(raws))
+            self._count_failed_attempts(raws)
             return [_deferred(raw) for raw in raws]
+
+    def _count_failed_attempts(self, raws: Sequence[RawMessage]) -> None:
+        """Mailbox messages whose whole transaction failed: an attempt each
+        (in a transaction of their own), so that one that always fails is
+        given up in the end instead of retried forever."""
+        origins = [raw.origin for raw in raws if raw.origin is not None]
+        if not origins:
+            return
+        try:
+            with self.db.transaction() as session:
+                for origin in origins:
+                    count_attempt(session.connection(), origin)
+        except Exception:
+            log.exception("cannot count the failed attempts of %d message(s)", len(origins))
 
     def _prepare(self, raw: RawMessage, stored: PendingBlob) -> Prepared | None:
         try:

@@ -47,13 +47,13 @@ class Journal:
             {
                 "received_at": utcnow(),
                 "source": str(raw.source),
-                "remote": raw.envelope.remote[:255],
-                "mail_from": raw.envelope.mail_from[:998],
-                "rcpt_to": ",".join(route.recipients if route else raw.envelope.rcpt_tos),
+                "remote": _text(raw.envelope.remote)[:255],
+                "mail_from": _text(raw.envelope.mail_from)[:998],
+                "rcpt_to": _text(",".join(route.recipients if route else raw.envelope.rcpt_tos)),
                 "message_id": (
                     storable_id(message.message_id) if message and message.message_id else None
                 ),
-                "subject": (message.subject[:998] if message else ""),
+                "subject": (_text(message.subject)[:998] if message else ""),
                 "sha256": sha256,
                 "size": len(raw.data) or size,
                 "status": str(status),
@@ -72,3 +72,9 @@ class Journal:
             conn.execute(_INSERT_LOG, self.inbound)
         if self.events:
             insert_events(conn, self.events)
+
+
+def _text(value: str) -> str:
+    """Without NUL, which PostgreSQL refuses in text (a peer can send one in
+    an envelope or a header): one bad field must not fail the batch's log."""
+    return value.replace("\x00", "")

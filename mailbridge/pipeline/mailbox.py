@@ -79,6 +79,8 @@ _WHERE_FOLDER = (
 )
 # Never backwards (a late batch cannot undo a later one), and never over a
 # failing message: only a batch that starts at or before it moves past it.
+# The failing mark is cleared only when the cursor passes it.
+_PASSED = ImapBinding.stuck_uid <= bindparam("uid")
 _ADVANCE = (
     update(ImapBinding)
     .where(
@@ -86,13 +88,19 @@ _ADVANCE = (
         ImapBinding.last_uid < bindparam("uid"),
         or_(ImapBinding.stuck_uid.is_(None), ImapBinding.stuck_uid >= bindparam("first")),
     )
-    .values(last_uid=bindparam("uid"), stuck_uid=None, stuck_attempts=0)
+    .values(
+        last_uid=bindparam("uid"),
+        stuck_uid=case((_PASSED, None), else_=ImapBinding.stuck_uid),
+        stuck_attempts=case((_PASSED, 0), else_=ImapBinding.stuck_attempts),
+    )
 )
-# Only the lowest failing UID is counted: the one that holds the cursor.
+# Only the lowest failing UID above the cursor is counted: the one that
+# holds it (a late count for a UID the cursor has passed is void).
 _COUNT_ATTEMPT = (
     update(ImapBinding)
     .where(
         *_WHERE_FOLDER,
+        ImapBinding.last_uid < bindparam("uid"),
         or_(ImapBinding.stuck_uid.is_(None), ImapBinding.stuck_uid >= bindparam("uid")),
     )
     .values(

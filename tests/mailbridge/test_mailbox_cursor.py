@@ -155,3 +155,35 @@ def test_a_later_chunk_never_moves_the_cursor_over_a_failing_message(
         pipeline.deliver_batch(uids(3, 4))
         assert cursor(db, binding_id) == SyncCursor(VALIDITY, 3, 4, 1)
     assert post_count(db) == 2  # 1 and 3, each once
+
+
+def test_a_late_failed_attempt_below_the_cursor_is_void(
+    pipeline: Pipeline, db: Database, binding_id: int
+) -> None:
+    # Two batches of one binding in flight at once (a runner cancelled by a
+    # binding edit while its batch still runs, and its successor): the later
+    # one commits UIDs 1-3, then the earlier one's failure of UID 2 commits.
+    pipeline.deliver_batch([imap_raw(binding_id, uid) for uid in (1, 2, 3)])
+    with posts_titled_poison_refused(db):
+        pipeline.deliver_batch([imap_raw(binding_id, 2, POISON_SUBJECT, message=20)])
+    pipeline.deliver_batch([imap_raw(binding_id, 4)])
+    assert cursor(db, binding_id) == SyncCursor(VALIDITY, 4, None, 0)
+
+
+def test_a_nul_in_the_envelope_sender_fails_no_batch(
+    pipeline: Pipeline, db: Database, binding_id: int
+) -> None:
+    # The IMAP door takes mail_from from the message's own Return-Path; a
+    # NUL there cannot be stored in PostgreSQL text.
+    bad = imap_raw(binding_id, 1)
+    bad = RawMessage(
+        bad.data,
+        Envelope("carol\x00@customer.example", bad.envelope.rcpt_tos, bad.envelope.remote),
+        bad.source,
+        bad.origin,
+    )
+    reports = pipeline.deliver_batch([bad, imap_raw(binding_id, 2)])
+    # Message 2 must not share message 1's fate, and 1's attempt must count.
+    assert reports[1].outcomes[RECIPIENT].accepted
+    assert reports[0].outcomes[RECIPIENT].accepted  # the NUL is dropped from the log row
+    assert cursor(db, binding_id) == SyncCursor(VALIDITY, 2, None, 0)
