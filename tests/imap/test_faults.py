@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import signal
 from collections.abc import Sequence
 
 import pytest
@@ -13,16 +16,27 @@ from sqlalchemy import select
 
 from feed.bindings import ImapBinding
 from feed.db import Database
+from feed.inbound import InboundLog
 from mailbridge.config import Settings
 from mailbridge.imap.client import ImapClient, Mailbox
 from mailbridge.imap.names import quote_mailbox
 from mailbridge.imap.runner import MailboxRunner, MailboxService
 from mailbridge.pipeline.deliver import DeliveryReport, Pipeline
 from mailbridge.pipeline.types import RawMessage
-from mailbridge.workers import thread_deliverer
+from mailbridge.workers import process_deliverer, thread_deliverer
 from tests.imap.dovecot import Dovecot
 from tests.imap.dovecot_config import HOST
-from tests.imap.harness import FAST, bind, importing, mail, posts, run, state, until
+from tests.imap.harness import (
+    FAST,
+    bind,
+    distinct_posted,
+    importing,
+    mail,
+    posts,
+    run,
+    state,
+    until,
+)
 from tests.poison import POISON_SUBJECT, posts_titled_poison_refused
 
 pytestmark = pytest.mark.usefixtures("support_group")
@@ -161,3 +175,39 @@ def test_the_password_is_not_logged_at_debug_level_even_with_a_quote_in_it(
         run(scenario)
     assert "Sending" in caplog.text  # aioimaplib's DEBUG lines were on
     assert "Tr0ub4dor" not in caplog.text
+
+
+def test_a_worker_killed_under_a_chunk_costs_no_message(
+    pipeline: Pipeline, db: Database, settings: Settings, dovecot: Dovecot
+) -> None:
+    for number in range(1, 7):
+        dovecot.append("alice", "INBOX", mail(number))
+    bind(db, settings, dovecot)
+
+    async def scenario() -> None:
+        deliverer = process_deliverer(settings, 2)
+        await asyncio.sleep(0.5)  # the workers have started
+        for worker in multiprocessing.active_children():
+            assert worker.pid is not None
+            os.kill(worker.pid, signal.SIGKILL)  # the first chunk meets a broken pool
+        await asyncio.sleep(0.2)
+        service = MailboxService(pipeline, deliverer, settings.secret_key, FAST)
+        await service.start()
+        try:
+            await until(lambda: posts(db) == 6, "every message after the pool was rebuilt", 60)
+            await until(lambda: state(db, "desk")[0] == "idle", "the binding idle")
+        finally:
+            await service.close()
+            await deliverer.close()
+
+    run(scenario)
+    assert distinct_posted(db) == posts(db) == 6
+    assert cursor(db) == (6, None, 0)
+    assert rows_rejected(db) == 0
+
+
+def rows_rejected(db: Database) -> int:
+    with db.reader() as session:
+        return len(
+            session.scalars(select(InboundLog.id).where(InboundLog.status == "rejected")).all()
+        )
