@@ -29,7 +29,6 @@ IMPORTED_KEYWORD = "$MailBridge"
 FAILED_KEYWORD = "$MailBridgeFailed"
 
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
-_UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
 _EXISTS = re.compile(rb"^(\d+) EXISTS")
 _FETCH_HEAD = re.compile(rb"^\d+ FETCH \(")
 _FETCH_UID = re.compile(rb"UID (\d+)")
@@ -75,7 +74,6 @@ class Mailbox:
 @dataclass(frozen=True)
 class FolderState:
     uidvalidity: int
-    uidnext: int | None
     exists: int
     read_only: bool = False  # no flag, move or delete possible (RFC 3501 §6.3.1)
 
@@ -163,18 +161,16 @@ class ImapClient:
         response = await self._command("SELECT", self._imap.select(quote_mailbox(folder)))
         if response.result != "OK":
             raise ImapFolderError(f"cannot select folder {folder!r}: {_text(response)}")
-        validity = uidnext = None
+        validity = None
         exists = 0
         for line in _lines(response):
             if match := _UIDVALIDITY.search(line):
                 validity = int(match.group(1))
-            if match := _UIDNEXT.search(line):
-                uidnext = int(match.group(1))
             if match := _EXISTS.match(line):
                 exists = int(match.group(1))
         if validity is None:  # RFC 3501 §6.3.1: the server MUST send it
             raise ImapError(f"the server sent no UIDVALIDITY for folder {folder!r}")
-        return FolderState(validity, uidnext, exists, b"[READ-ONLY]" in _lines(response)[-1])
+        return FolderState(validity, exists, b"[READ-ONLY]" in _lines(response)[-1])
 
     async def folder_exists(self, folder: str) -> bool:
         """Whether another folder exists (STATUS, RFC 3501 §6.3.10)."""

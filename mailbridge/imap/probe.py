@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from feed.credentials import unseal
 from feed.db import Database
 from feed.errors import FeedError
-from feed.mailboxes import AfterImport, get_imap_binding, parse_after
+from feed.mailboxes import AfterImport, get_imap_binding
 from mailbridge.imap.client import ImapClient, ImapError, Mailbox
+from mailbridge.imap.sync import sync_target
 
 
 class ProbeError(FeedError):
@@ -17,18 +17,9 @@ class ProbeError(FeedError):
 
 def probe_binding(db: Database, secret_key: str, name: str) -> str:
     with db.reader() as session:
-        row = get_imap_binding(session, name)
-        mailbox = Mailbox(
-            row.host,
-            row.port,
-            row.tls == "implicit",
-            row.username,
-            unseal(secret_key, row.password_sealed),
-            row.folder,
-        )
-        after = parse_after(row.after_import)
+        target = sync_target(get_imap_binding(session, name), secret_key)
     try:
-        return asyncio.run(_probe(name, mailbox, after))
+        return asyncio.run(_probe(name, target.mailbox, target.after))
     except ImapError as exc:
         raise ProbeError(f"imap:{name}: {exc}") from exc
 

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from feed.bindings import ImapBinding
-from feed.credentials import unseal
-from feed.mailboxes import parse_after, record_state
-from mailbridge.imap.client import ImapAuthenticationError, ImapClient, ImapError, Mailbox
-from mailbridge.imap.sync import Binding, FolderSync
+from feed.mailboxes import record_state
+from mailbridge.imap.client import ImapAuthenticationError, ImapClient, ImapError
+from mailbridge.imap.sync import FolderSync, SyncTarget, sync_target
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.workers import Deliverer
 
@@ -61,12 +60,6 @@ class Backoff:
         self.failures = 0
 
 
-@dataclass(frozen=True)
-class _Config:
-    binding: Binding
-    mailbox: Mailbox
-
-
 class MailboxRunner:
     """Syncs one IMAP binding until cancelled."""
 
@@ -88,8 +81,8 @@ class MailboxRunner:
     async def run(self) -> None:
         while True:
             try:
-                config = await asyncio.to_thread(self._config)
-                await self._session(config)
+                target = await asyncio.to_thread(self._target)
+                await self._session(target)
             except asyncio.CancelledError:
                 raise
             except ImapAuthenticationError as exc:
@@ -100,18 +93,18 @@ class MailboxRunner:
                 log.exception("IMAP binding %s failed", self.binding_id)
                 await self._failed("failing", f"internal error: {exc!r}")
 
-    async def _session(self, config: _Config) -> None:
+    async def _session(self, target: SyncTarget) -> None:
         await self._state("connecting")
-        client = await ImapClient.open(config.mailbox, self.timing.command_timeout)
+        client = await ImapClient.open(target.mailbox, self.timing.command_timeout)
         try:
-            sync = FolderSync(config.binding, self.pipeline, self.deliverer)
+            sync = FolderSync(target, self.pipeline, self.deliverer)
             waiting = "idle" if client.has("IDLE") else "polling"
             while True:
                 await self._state("syncing")
                 result = await sync.run(client)
                 await self._state(waiting, synced=True)
                 if result.delivered:
-                    log.info("IMAP %s: %d message(s)", config.binding.name, result.delivered)
+                    log.info("IMAP %s: %d message(s)", target.name, result.delivered)
                 wait = self.timing.idle if waiting == "idle" else self.timing.poll
                 if result.retry_soon:
                     wait = min(wait, self.timing.retry_failed)
@@ -138,22 +131,12 @@ class MailboxRunner:
 
         await asyncio.to_thread(write)
 
-    def _config(self) -> _Config:
+    def _target(self) -> SyncTarget:
         with self.pipeline.db.reader() as session:
             row = session.get(ImapBinding, self.binding_id)
             if row is None:
                 raise LookupError(f"IMAP binding {self.binding_id} was removed")
-            mailbox = Mailbox(
-                row.host,
-                row.port,
-                row.tls == "implicit",
-                row.username,
-                unseal(self.secret_key, row.password_sealed),
-                row.folder,
-            )
-            remote = f"imap://{row.username}@{row.host}:{row.port}/{row.folder}"
-            binding = Binding(row.id, row.name, parse_after(row.after_import), remote)
-        return _Config(binding, mailbox)
+            return sync_target(row, self.secret_key)
 
 
 class MailboxService:

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from feed.mailboxes import AfterImport, SyncCursor, read_cursor, restart_cursor
-from mailbridge.imap.client import FAILED_KEYWORD, ImapClient, ImapError
+from feed.bindings import ImapBinding
+from feed.credentials import unseal
+from feed.mailboxes import AfterImport, SyncCursor, parse_after, read_cursor, restart_cursor
+from mailbridge.imap.client import FAILED_KEYWORD, ImapClient, ImapError, Mailbox
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.mailbox import count_attempt, settle
 from mailbridge.pipeline.route import imap_recipient
@@ -43,13 +45,26 @@ _RETURN_PATH = re.compile(rb"^Return-Path:[ \t]*<([^>\r\n\x00]*)>", re.IGNORECAS
 
 
 @dataclass(frozen=True)
-class Binding:
-    """The parts of an IMAP binding a sync pass needs."""
+class SyncTarget:
+    """What a sync pass needs of an IMAP binding, and how to reach its folder."""
 
     id: int
     name: str
     after: AfterImport
-    remote: str  # imap://user@host:port/folder, for the inbound log
+    mailbox: Mailbox
+
+    @property
+    def remote(self) -> str:
+        """imap://user@host:port/folder, for the inbound log."""
+        box = self.mailbox
+        return f"imap://{box.username}@{box.host}:{box.port}/{box.folder}"
+
+
+def sync_target(row: ImapBinding, secret_key: str) -> SyncTarget:
+    """A binding's row as a sync pass (or `binding test`) uses it: password unsealed."""
+    password = unseal(secret_key, row.password_sealed)
+    mailbox = Mailbox(row.host, row.port, row.tls == "implicit", row.username, password, row.folder)
+    return SyncTarget(row.id, row.name, parse_after(row.after_import), mailbox)
 
 
 @dataclass(frozen=True)
@@ -60,7 +75,7 @@ class PassResult:
 
 
 class FolderSync:
-    def __init__(self, binding: Binding, pipeline: Pipeline, deliverer: Deliverer) -> None:
+    def __init__(self, binding: SyncTarget, pipeline: Pipeline, deliverer: Deliverer) -> None:
         self.binding = binding
         self.pipeline = pipeline
         self.deliverer = deliverer

@@ -80,11 +80,12 @@ def unfolded_text(value: object, defects: list[str]) -> str:
     return without_nul(from_8bit(FOLD.sub("", str(value)), defects), defects)
 
 
-def without_nul(text: str, defects: list[str]) -> str:
+def without_nul(text: str, defects: list[str] | None = None) -> str:
     """Drop NUL characters: no mail needs them, and databases refuse them."""
     if "\x00" not in text:
         return text
-    defects.append("NUL characters removed")
+    if defects is not None:
+        defects.append("NUL characters removed")
     return text.replace("\x00", "")
 
 

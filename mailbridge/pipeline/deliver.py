@@ -26,7 +26,7 @@ from mailbridge.pipeline.authorize import authorize_sender
 from mailbridge.pipeline.classify import Classification, MailKind, classify_message
 from mailbridge.pipeline.extract import Content, extract_content
 from mailbridge.pipeline.journal import Journal
-from mailbridge.pipeline.mailbox import advance_cursors, count_attempt, settle
+from mailbridge.pipeline.mailbox import advance_cursors, count_attempts, settle
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
 from mailbridge.pipeline.route import (
@@ -177,15 +177,13 @@ class Pipeline:
         """Mailbox messages whose whole transaction failed: an attempt each
         (in a transaction of their own), so that one that always fails is
         given up in the end instead of retried forever."""
-        origins = [raw.origin for raw in raws if raw.origin is not None]
-        if not origins:
+        if not any(raw.origin for raw in raws):
             return
         try:
             with self.db.transaction() as session:
-                for origin in origins:
-                    count_attempt(session.connection(), origin)
+                count_attempts(session.connection(), raws)
         except Exception:
-            log.exception("cannot count the failed attempts of %d message(s)", len(origins))
+            log.exception("cannot count the failed attempts of %d message(s)", len(raws))
 
     def _prepare(self, raw: RawMessage, stored: PendingBlob) -> Prepared | None:
         try:
@@ -217,10 +215,6 @@ class Pipeline:
         journal = Journal()
         for raw, item, item_routes in zip(raws, prepared, routes, strict=True):
             if item is None or item_routes is None:
-                reports.append(_deferred(raw))
-            elif not item_routes and item.raw.origin is not None:
-                # Its IMAP binding was removed meanwhile: leave the message
-                # in its mailbox, untouched (the binding's task is stopping).
                 reports.append(_deferred(raw))
             elif not item_routes:
                 reports.append(_refuse_unrouted(item, journal))

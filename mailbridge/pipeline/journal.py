@@ -16,6 +16,7 @@ from feed.base import utcnow
 from feed.events import EventKind, insert_events
 from feed.inbound import InboundLog, InboundStatus
 from mailbridge.message import ParsedMessage
+from mailbridge.pipeline.decoding import without_nul
 from mailbridge.pipeline.route import Route
 from mailbridge.pipeline.thread import storable_id
 from mailbridge.pipeline.types import RawMessage
@@ -47,13 +48,17 @@ class Journal:
             {
                 "received_at": utcnow(),
                 "source": str(raw.source),
-                "remote": _text(raw.envelope.remote)[:255],
-                "mail_from": _text(raw.envelope.mail_from)[:998],
-                "rcpt_to": _text(",".join(route.recipients if route else raw.envelope.rcpt_tos)),
+                # The envelope is the peer's word: a NUL in it (which
+                # PostgreSQL refuses) must not fail the batch's log.
+                "remote": without_nul(raw.envelope.remote)[:255],
+                "mail_from": without_nul(raw.envelope.mail_from)[:998],
+                "rcpt_to": without_nul(
+                    ",".join(route.recipients if route else raw.envelope.rcpt_tos)
+                ),
                 "message_id": (
                     storable_id(message.message_id) if message and message.message_id else None
                 ),
-                "subject": (_text(message.subject)[:998] if message else ""),
+                "subject": (message.subject[:998] if message else ""),
                 "sha256": sha256,
                 "size": len(raw.data) or size,
                 "status": str(status),
@@ -72,9 +77,3 @@ class Journal:
             conn.execute(_INSERT_LOG, self.inbound)
         if self.events:
             insert_events(conn, self.events)
-
-
-def _text(value: str) -> str:
-    """Without NUL, which PostgreSQL refuses in text (a peer can send one in
-    an envelope or a header): one bad field must not fail the batch's log."""
-    return value.replace("\x00", "")

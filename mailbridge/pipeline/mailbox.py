@@ -49,6 +49,13 @@ def advance_cursors(
             count_attempt(conn, MailboxOrigin(binding_id, uidvalidity, failed))
 
 
+def count_attempts(conn: Connection, raws: Sequence[RawMessage]) -> None:
+    """An attempt for each mailbox message of a batch whose transaction failed."""
+    for raw in raws:
+        if raw.origin is not None:
+            count_attempt(conn, raw.origin)
+
+
 def count_attempt(conn: Connection, failed: MailboxOrigin) -> None:
     """One more failed attempt at a message (unless a lower UID is failing)."""
     params = {"binding": failed.binding_id, "validity": failed.uidvalidity, "uid": failed.uid}

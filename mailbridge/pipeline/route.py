@@ -99,8 +99,9 @@ def route_messages(
 ) -> list[list[Route] | None]:
     """For each envelope, one `Route` per group in the order its recipients
     first name them; one query for a whole delivery batch. None for an
-    envelope that reaches a binding whose row cannot be read (logged): that
-    message is deferred, the rest of the batch goes on."""
+    envelope to defer (the rest of the batch goes on): one that reaches a
+    binding whose row cannot be read (logged), or an IMAP binding removed
+    while its message was on the way (the message stays in its mailbox)."""
     wanted = [list(dict.fromkeys(normalize_recipient(r) for r in rcpts)) for rcpts in envelopes]
     every = {address for addresses in wanted for address in addresses}
     mailboxes = {a for a in every if a.startswith(IMAP_RECIPIENT_PREFIX)}
@@ -119,10 +120,13 @@ def route_messages(
 
 def _routes_or_none(addresses: list[str], by_address: Mapping[str, _Bound]) -> list[Route] | None:
     try:
-        return _routes(addresses, by_address)
+        routes = _routes(addresses, by_address)
     except InvalidInputError:
         log.exception("cannot route a message to %s", ", ".join(addresses))
         return None
+    if not routes and any(a.startswith(IMAP_RECIPIENT_PREFIX) for a in addresses):
+        return None
+    return routes
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from contextlib import asynccontextmanager
 import pytest
 from sqlalchemy import func, select
 
+from feed.bindings import ImapBinding
 from feed.db import Database
+from feed.inbound import InboundLog
 from feed.mailboxes import ImapSpec, add_imap_binding, list_imap_bindings
 from feed.posts import Post
 from mailbridge.config import Settings
@@ -118,6 +120,24 @@ def posts(db: Database) -> int:
 def distinct_posted(db: Database) -> int:
     with db.reader() as session:
         return session.scalar(select(func.count(func.distinct(Post.message_id)))) or 0
+
+
+def inbound_rows(db: Database, status: str | None = None) -> int:
+    """Inbound-log rows, of one status or all."""
+    query = select(func.count()).select_from(InboundLog)
+    if status is not None:
+        query = query.where(InboundLog.status == status)
+    with db.reader() as session:
+        return session.scalar(query) or 0
+
+
+def cursor(db: Database) -> tuple[int, int | None, int]:
+    """The one binding's (last UID, failing UID, its attempts)."""
+    with db.reader() as session:
+        row = session.execute(
+            select(ImapBinding.last_uid, ImapBinding.stuck_uid, ImapBinding.stuck_attempts)
+        ).one()
+    return row[0], row[1], row[2]
 
 
 def state(db: Database, name: str) -> tuple[str, str | None]:

@@ -12,11 +12,8 @@ import signal
 from collections.abc import Sequence
 
 import pytest
-from sqlalchemy import select
 
-from feed.bindings import ImapBinding
 from feed.db import Database
-from feed.inbound import InboundLog
 from mailbridge.config import Settings
 from mailbridge.imap.client import ImapClient, Mailbox
 from mailbridge.imap.names import quote_mailbox
@@ -29,8 +26,10 @@ from tests.imap.dovecot_config import HOST
 from tests.imap.harness import (
     FAST,
     bind,
+    cursor,
     distinct_posted,
     importing,
+    inbound_rows,
     mail,
     posts,
     run,
@@ -40,14 +39,6 @@ from tests.imap.harness import (
 from tests.poison import POISON_SUBJECT, posts_titled_poison_refused
 
 pytestmark = pytest.mark.usefixtures("support_group")
-
-
-def cursor(db: Database) -> tuple[int, int | None, int]:
-    with db.reader() as session:
-        row = session.execute(
-            select(ImapBinding.last_uid, ImapBinding.stuck_uid, ImapBinding.stuck_attempts)
-        ).one()
-    return row[0], row[1], row[2]
 
 
 def test_a_failing_message_deleted_by_a_user_frees_the_cursor(
@@ -203,11 +194,4 @@ def test_a_worker_killed_under_a_chunk_costs_no_message(
     run(scenario)
     assert distinct_posted(db) == posts(db) == 6
     assert cursor(db) == (6, None, 0)
-    assert rows_rejected(db) == 0
-
-
-def rows_rejected(db: Database) -> int:
-    with db.reader() as session:
-        return len(
-            session.scalars(select(InboundLog.id).where(InboundLog.status == "rejected")).all()
-        )
+    assert inbound_rows(db, "rejected") == 0

@@ -12,7 +12,7 @@ import asyncio
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from feed.db import Database
 from feed.inbound import InboundLog
@@ -28,6 +28,7 @@ from tests.imap.harness import (
     bind,
     distinct_posted,
     importing,
+    inbound_rows,
     mail,
     posts,
     run,
@@ -151,7 +152,9 @@ def test_a_new_uidvalidity_reads_the_folder_again_without_posting_twice(
             await asyncio.to_thread(dovecot.append, "alice", "INBOX", mail(3))
             await until(lambda: posts(db) == 3, "the message after the change")
             # Messages 1 and 2 were delivered again and recognised by Message-ID.
-            await until(lambda: ignored(db) == 2, "the re-read messages to be recognised")
+            await until(
+                lambda: inbound_rows(db, "ignored") == 2, "the re-read messages to be recognised"
+            )
 
     run(scenario)
     assert distinct_posted(db) == posts(db) == 3
@@ -161,16 +164,6 @@ def forget_our_keyword(dovecot: Dovecot) -> None:
     with dovecot.client("alice") as imap:
         imap.select("INBOX")
         imap.uid("STORE", "1:*", "-FLAGS.SILENT", f"(\\Seen {IMPORTED_KEYWORD})")
-
-
-def ignored(db: Database) -> int:
-    with db.reader() as session:
-        return (
-            session.scalar(
-                select(func.count()).select_from(InboundLog).where(InboundLog.status == "ignored")
-            )
-            or 0
-        )
 
 
 def test_a_server_outage_during_idle_is_survived(
@@ -225,7 +218,9 @@ def test_a_message_that_keeps_failing_is_given_up_and_never_blocks_the_rest(
         with posts_titled_poison_refused(db):
             async with importing(pipeline, settings):
                 await until(lambda: posts(db) == 2, "the messages around the bad one")
-                await until(lambda: rejected(db) == 1, "the bad one to be given up", 60)
+                await until(
+                    lambda: inbound_rows(db, "rejected") == 1, "the bad one to be given up", 60
+                )
                 await until(
                     lambda: (
                         [
@@ -247,17 +242,7 @@ def test_a_message_that_keeps_failing_is_given_up_and_never_blocks_the_rest(
         reason = session.scalar(select(InboundLog.reason).where(InboundLog.status == "rejected"))
     assert reason is not None
     assert f"failed {MAX_ATTEMPTS} times" in reason
-    assert ignored(db) == 0  # message 3 was not delivered again at each retry
-
-
-def rejected(db: Database) -> int:
-    with db.reader() as session:
-        return (
-            session.scalar(
-                select(func.count()).select_from(InboundLog).where(InboundLog.status == "rejected")
-            )
-            or 0
-        )
+    assert inbound_rows(db, "ignored") == 0  # message 3 was not delivered again at each retry
 
 
 def test_dozens_of_bindings_sync_side_by_side_in_one_loop(

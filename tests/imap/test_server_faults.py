@@ -9,36 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from sqlalchemy import func, select
 
-from feed.bindings import ImapBinding
 from feed.db import Database
 from feed.errors import InvalidInputError
-from feed.inbound import InboundLog
 from mailbridge.config import Settings
 from mailbridge.imap import sync
 from mailbridge.imap.client import FAILED_KEYWORD, IMPORTED_KEYWORD, ImapClient, ImapError
 from mailbridge.pipeline.deliver import Pipeline
 from tests.imap.dovecot import Dovecot
-from tests.imap.harness import bind, importing, mail, posts, run, until
+from tests.imap.harness import bind, cursor, importing, inbound_rows, mail, posts, run, until
 
 pytestmark = pytest.mark.usefixtures("support_group")
-
-
-def rows(db: Database, status: str | None = None) -> int:
-    query = select(func.count()).select_from(InboundLog)
-    if status:
-        query = query.where(InboundLog.status == status)
-    with db.reader() as session:
-        return session.scalar(query) or 0
-
-
-def cursor(db: Database) -> tuple[int, int | None, int]:
-    with db.reader() as session:
-        row = session.execute(
-            select(ImapBinding.last_uid, ImapBinding.stuck_uid, ImapBinding.stuck_attempts)
-        ).one()
-    return row[0], row[1], row[2]
 
 
 def test_a_message_left_out_of_a_fetch_mid_chunk_is_given_up_and_loses_nothing(
@@ -67,14 +48,14 @@ def test_a_message_left_out_of_a_fetch_mid_chunk_is_given_up_and_loses_nothing(
         async with importing(pipeline, settings):
             # 3 and 4 (behind 2 in its chunk) must be posted, 2 given up.
             await until(
-                lambda: posts(db) == 7 and rows(db, "rejected") == 1,
+                lambda: posts(db) == 7 and inbound_rows(db, "rejected") == 1,
                 "7 posts and UID 2 given up",
                 15,
             )
 
     run(scenario)
     assert cursor(db)[1:] == (None, 0)  # nothing holds it any more
-    assert rows(db, "ignored") == 0  # nothing delivered twice
+    assert inbound_rows(db, "ignored") == 0  # nothing delivered twice
     flags = dovecot.flags("alice", "INBOX")
     assert FAILED_KEYWORD in flags[2]
     assert "\\Seen" not in flags[2]
@@ -104,7 +85,7 @@ def test_a_message_the_server_refuses_to_fetch_is_given_up(
     async def scenario() -> None:
         async with importing(pipeline, settings):
             await until(
-                lambda: posts(db) == 2 and rows(db, "rejected") == 1,
+                lambda: posts(db) == 2 and inbound_rows(db, "rejected") == 1,
                 "UID 1 given up and 2, 3 posted",
                 20,
             )

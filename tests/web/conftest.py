@@ -69,6 +69,18 @@ class Mailer:
         assert outcome.post_id is not None, outcome.reason
         return outcome.post_id
 
+    def release_thread(self) -> int:
+        """The eng thread the page tests read: an escaped subject and body,
+        an attachment, and a reply that quotes it. The first post's id."""
+        first = self.post(
+            "eng",
+            "Release <Friday>",
+            "Shall we ship on Friday?\nSay <b>yes</b>.",
+            files=[File("notes.txt", "text/plain", b"notes")],
+        )
+        self.post("eng", "Re: Release <Friday>", QUOTED_REPLY, reply_to=first)
+        return first
+
     def thread_of(self, post_id: int) -> int:
         with self.db.reader() as session:
             return session.get_one(Post, post_id).thread_id

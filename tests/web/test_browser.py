@@ -28,7 +28,7 @@ from waitress.server import create_server
 
 from tests.conftest import Factory
 from tests.requirements import require
-from tests.web.conftest import QUOTED_REPLY, File, Mailer
+from tests.web.conftest import Mailer
 
 PLAYWRIGHT_FOUND = importlib.util.find_spec("playwright") is not None
 if TYPE_CHECKING or PLAYWRIGHT_FOUND:
@@ -148,13 +148,7 @@ def assert_centred_in_bar(page: Page, item: Locator) -> None:
 def test_a_member_signs_in_and_reads_a_thread(
     tab: Tab, make: Factory, mailer: Mailer, tmp_path: Path
 ) -> None:
-    first = mailer.post(
-        "eng",
-        "Release <Friday>",
-        "Shall we ship on Friday?\nSay <b>yes</b>.",
-        files=[File("notes.txt", "text/plain", b"notes")],
-    )
-    mailer.post("eng", "Re: Release <Friday>", QUOTED_REPLY, reply_to=first)
+    first = mailer.release_thread()
     page = tab.page
     sign_in(page, make.token("bob@company.example"), "/")
 

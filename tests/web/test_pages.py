@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import Factory
-from tests.web.conftest import QUOTED_REPLY, File, Mailer, csrf_token_in, sign_in
+from tests.web.conftest import Mailer, csrf_token_in, sign_in
 
 
 @pytest.fixture(autouse=True)
@@ -113,13 +113,7 @@ def test_the_group_page_lists_threads_newest_first_with_an_older_link(
 def test_the_thread_page_shows_the_trimmed_text_quotes_and_attachments(
     bob: FlaskClient, mailer: Mailer
 ) -> None:
-    first = mailer.post(
-        "eng",
-        "Release <Friday>",
-        "Shall we ship on Friday?\nSay <b>yes</b>.",
-        files=[File("notes.txt", "text/plain", b"notes")],
-    )
-    mailer.post("eng", "Re: Release <Friday>", QUOTED_REPLY, reply_to=first)
+    first = mailer.release_thread()
     response = bob.get(f"/t/{mailer.thread_of(first)}")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
