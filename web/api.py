@@ -50,7 +50,7 @@ def group_threads(slug: str) -> Response:
     )
 
 
-@blueprint.get("/threads/<int:thread_id>")
+@blueprint.get("/threads/<id:thread_id>")
 def thread(thread_id: int) -> Response:
     context = web_context()
     limit = read_limit(*POSTS_LIMIT)
@@ -64,7 +64,7 @@ def thread(thread_id: int) -> Response:
     return jsonify(thread_json(head, page.items, next_cursor))
 
 
-@blueprint.get("/attachments/<int:attachment_id>")
+@blueprint.get("/attachments/<id:attachment_id>")
 def attachment(attachment_id: int) -> Response:
     context = web_context()
     with context.db.reader() as session:

@@ -86,7 +86,9 @@ def read_limit(default: int, maximum: int) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    # str.isdigit() takes "²" and "٣", which int() then refuses: ASCII only,
+    # and short, so that int() never sees thousands of digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= maximum:
         abort(400, f"limit must be a whole number from 1 to {maximum}, got {raw!r}")
     return int(raw)
 
