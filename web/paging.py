@@ -43,6 +43,20 @@ def take_page(rows: Sequence[T], limit: int, position: Callable[[T], Position]) 
     return Page(items, position(items[-1]) if more else None)
 
 
+def within_budget(
+    page: Page[T], budget: int, size: Callable[[T], int], position: Callable[[T], Position]
+) -> Page[T]:
+    """The page's leading items whose sizes add up to at most `budget` (at
+    least one, whatever its size); when some are left out, the next page
+    starts after the last one kept, so keyset paging goes on from there."""
+    spent = 0
+    for count, item in enumerate(page.items):
+        spent += size(item)
+        if spent > budget and count:
+            return Page(page.items[:count], position(page.items[count - 1]))
+    return page
+
+
 class CursorCodec:
     """Signs positions into opaque cursors and checks them on the way back."""
 
