@@ -29,6 +29,7 @@ from mailbridge.pipeline.journal import Journal
 from mailbridge.pipeline.mailbox import advance_cursors, count_attempts, settle
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
+from mailbridge.pipeline.refusals import RefusalTally
 from mailbridge.pipeline.route import (
     RecipientCheck,
     Route,
@@ -128,6 +129,22 @@ class Pipeline:
         journal.received(raw, None, None, InboundStatus.REJECTED, reason, size=size)
         with self.db.transaction() as session:
             journal.write(session.connection())
+
+    def record_refused_rcpt(
+        self, raw: RawMessage, check: RecipientCheck, tally: RefusalTally | None = None
+    ) -> None:
+        """A refused RCPT: a row of its own for a session's first few, then
+        counted in the session's summary row (see pipeline.refusals)."""
+        if tally is None or tally.admit(raw, check.address, str(check.reply)):
+            self.record_refusal(raw, f"RCPT {check.address}: {check.reply}")
+        elif tally.due:
+            self.record_refusal_summary(tally)
+
+    def record_refusal_summary(self, tally: RefusalTally) -> None:
+        """The row for the refusals `tally` counted since its last one, if any."""
+        summary = tally.take_summary()
+        if summary is not None:
+            self.record_refusal(*summary)
 
     def give_up(self, raw: RawMessage, reason: str) -> None:
         """Record a mailbox message that failed too often: refused, raw bytes
