@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from feed.base import utcnow
+from feed.blobrefs import discard_unreferenced, pin_stored
 from feed.blobs import BlobStore, PendingBlob
 from feed.db import Database
 from feed.inbound import InboundStatus
@@ -30,6 +31,7 @@ from mailbridge.pipeline.mailbox import advance_cursors, count_attempts, settle
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
 from mailbridge.pipeline.refusals import RefusalTally
+from mailbridge.pipeline.refused_raw import keep_refused
 from mailbridge.pipeline.route import (
     RecipientCheck,
     Route,
@@ -118,6 +120,8 @@ class Pipeline:
     blobs: BlobStore
     local_domains: Collection[str]
     loop_marker: str | None = None
+    # What a refused message keeps of its raw bytes (see pipeline.refused_raw).
+    refused_raw_bytes: int = 64 * 1024
 
     def check_recipient(self, address: str) -> RecipientCheck:
         with self.db.reader() as session:
@@ -154,6 +158,7 @@ class Pipeline:
         journal.received(raw, None, digest, InboundStatus.REJECTED, reason)
         with self.db.transaction() as session:
             conn = session.connection()
+            pin_stored(conn, self.blobs, [(digest, raw.data)])
             journal.write(conn)
             if raw.origin is not None:
                 settle(conn, raw.origin)
@@ -179,16 +184,41 @@ class Pipeline:
         # savepoint per message, so that only the failing one is deferred.
         try:
             with self.db.transaction() as session:
-                return self._write(session.connection(), raws, prepared, self._deliver_to_group)
+                reports = self._write(session.connection(), raws, prepared, self._deliver_to_group)
         except Exception as exc:
             log.warning("a delivery batch failed (%r); writing it again message by message", exc)
+            try:
+                with self.db.transaction() as session:
+                    reports = self._write(session.connection(), raws, prepared, self._isolated)
+            except Exception:
+                log.exception("the delivery transaction of %d message(s) failed", len(raws))
+                self._count_failed_attempts(raws)
+                return [_deferred(raw) for raw in raws]
+        self._discard_unnamed(prepared, reports)
+        return reports
+
+    def _discard_unnamed(
+        self, prepared: Sequence[Prepared | None], reports: Sequence[DeliveryReport]
+    ) -> None:
+        """Delete the blobs written for messages whose rows do not name them:
+        the full bytes of refused mail (its row names an excerpt) and the
+        attachments of mail that was not posted, unless another row names
+        them. A failure only leaves them to the daily sweep."""
+        unnamed: set[str] = set()
+        for item, report in zip(prepared, reports, strict=True):
+            statuses = {outcome.status for outcome in report.outcomes.values()}
+            if item is None or None in statuses:
+                continue  # deferred: the retry will want them
+            if statuses == {InboundStatus.REJECTED}:
+                unnamed.add(item.sha256)
+            if InboundStatus.ACCEPTED not in statuses:
+                unnamed.update(blob.digest for blob in item.attachment_blobs)
+        if not unnamed:
+            return
         try:
-            with self.db.transaction() as session:
-                return self._write(session.connection(), raws, prepared, self._isolated)
+            discard_unreferenced(self.db, self.blobs, unnamed)
         except Exception:
-            log.exception("the delivery transaction of %d message(s) failed", len(raws))
-            self._count_failed_attempts(raws)
-            return [_deferred(raw) for raw in raws]
+            log.exception("cannot delete the unnamed blobs of %d refused message(s)", len(unnamed))
 
     def _count_failed_attempts(self, raws: Sequence[RawMessage]) -> None:
         """Mailbox messages whose whole transaction failed: an attempt each
@@ -234,7 +264,7 @@ class Pipeline:
             if item is None or item_routes is None:
                 reports.append(_deferred(raw))
             elif not item_routes:
-                reports.append(_refuse_unrouted(item, journal))
+                reports.append(self._refuse_unrouted(conn, item, journal))
             else:
                 outcomes: dict[str, Outcome] = {}
                 for route in item_routes:
@@ -274,11 +304,14 @@ class Pipeline:
     ) -> Outcome:
         item.wait_stored()
         if item.content is None:
-            return _stopped(item, Ignore(item.classification.reason), route, journal)
+            return self._stopped(conn, item, Ignore(item.classification.reason), route, journal)
         try:
             post_id = self._post(conn, item, item.content, route, journal)
         except StageStop as stop:
-            return _stopped(item, stop, route, journal)
+            return self._stopped(conn, item, stop, route, journal)
+        attachments = zip(item.attachment_blobs, item.content.attachments, strict=True)
+        named = [(blob.digest, part.data) for blob, part in attachments]
+        pin_stored(conn, self.blobs, [(item.sha256, item.raw.data), *named])
         reason = f"posted to group {route.group_slug}"
         journal.received(
             item.raw, item.message, item.sha256, InboundStatus.ACCEPTED, reason, route, post_id
@@ -303,22 +336,36 @@ class Pipeline:
         )
         return persist_post(conn, new, journal)
 
+    def _refuse_unrouted(
+        self, conn: Connection, item: Prepared, journal: Journal
+    ) -> DeliveryReport:
+        reason = "no envelope recipient is bound to a group"
+        item.wait_stored()
+        digest, note = self._raw_to_keep(conn, item, InboundStatus.REJECTED)
+        journal.received(item.raw, item.message, digest, InboundStatus.REJECTED, reason + note)
+        outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT)
+        return DeliveryReport(dict.fromkeys(item.raw.envelope.rcpt_tos, outcome))
 
-def _refuse_unrouted(item: Prepared, journal: Journal) -> DeliveryReport:
-    reason = "no envelope recipient is bound to a group"
-    item.wait_stored()
-    journal.received(item.raw, item.message, item.sha256, InboundStatus.REJECTED, reason)
-    outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT)
-    return DeliveryReport(dict.fromkeys(item.raw.envelope.rcpt_tos, outcome))
+    def _stopped(
+        self, conn: Connection, item: Prepared, stop: StageStop, route: Route, journal: Journal
+    ) -> Outcome:
+        """Record a stage's stop in the inbound log and say what to answer."""
+        digest, note = self._raw_to_keep(conn, item, stop.status)
+        journal.received(item.raw, item.message, digest, stop.status, stop.reason + note, route)
+        return Outcome(stop.status, stop.reason, stop.reply or DEFAULT_REPLIES[stop.status])
+
+    def _raw_to_keep(
+        self, conn: Connection, item: Prepared, status: InboundStatus
+    ) -> tuple[str, str]:
+        """The blob an inbound row names, pinned, and a note for its reason:
+        a refusal keeps an excerpt, anything else the whole message."""
+        if status is InboundStatus.REJECTED:
+            return keep_refused(conn, self.blobs, item.raw.data, self.refused_raw_bytes)
+        pin_stored(conn, self.blobs, [(item.sha256, item.raw.data)])
+        return item.sha256, ""
 
 
 def _deferred(raw: RawMessage) -> DeliveryReport:
     """Every recipient a temporary failure: nothing was committed, the client retries."""
     recipients = (normalize_recipient(r) for r in raw.envelope.rcpt_tos)
     return DeliveryReport(dict.fromkeys(recipients, TEMPORARY))
-
-
-def _stopped(item: Prepared, stop: StageStop, route: Route, journal: Journal) -> Outcome:
-    """Record a stage's stop in the inbound log and say what to answer."""
-    journal.received(item.raw, item.message, item.sha256, stop.status, stop.reason, route)
-    return Outcome(stop.status, stop.reason, stop.reply or DEFAULT_REPLIES[stop.status])
