@@ -31,7 +31,7 @@ from mailbridge.pipeline.mailbox import advance_cursors, count_attempts, settle
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
 from mailbridge.pipeline.refusals import RefusalTally
-from mailbridge.pipeline.refused_raw import keep_refused
+from mailbridge.pipeline.refused_raw import keep_refused, unnamed_blobs
 from mailbridge.pipeline.route import (
     RecipientCheck,
     Route,
@@ -200,25 +200,18 @@ class Pipeline:
     def _discard_unnamed(
         self, prepared: Sequence[Prepared | None], reports: Sequence[DeliveryReport]
     ) -> None:
-        """Delete the blobs written for messages whose rows do not name them:
-        the full bytes of refused mail (its row names an excerpt) and the
-        attachments of mail that was not posted, unless another row names
-        them. A failure only leaves them to the daily sweep."""
+        """Delete what the batch wrote that its rows do not name (see
+        `unnamed_blobs`); a failure only leaves it to the daily sweep."""
         unnamed: set[str] = set()
         for item, report in zip(prepared, reports, strict=True):
-            statuses = {outcome.status for outcome in report.outcomes.values()}
-            if item is None or None in statuses:
-                continue  # deferred: the retry will want them
-            if statuses == {InboundStatus.REJECTED}:
-                unnamed.add(item.sha256)
-            if InboundStatus.ACCEPTED not in statuses:
-                unnamed.update(blob.digest for blob in item.attachment_blobs)
-        if not unnamed:
-            return
+            if item is not None:
+                statuses = {outcome.status for outcome in report.outcomes.values()}
+                digests = (blob.digest for blob in item.attachment_blobs)
+                unnamed |= unnamed_blobs(item.sha256, digests, statuses)
         try:
             discard_unreferenced(self.db, self.blobs, unnamed)
         except Exception:
-            log.exception("cannot delete the unnamed blobs of %d refused message(s)", len(unnamed))
+            log.exception("cannot delete the unnamed blobs of refused mail")
 
     def _count_failed_attempts(self, raws: Sequence[RawMessage]) -> None:
         """Mailbox messages whose whole transaction failed: an attempt each

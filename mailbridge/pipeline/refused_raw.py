@@ -11,11 +11,13 @@ unless another row names them (`feed.blobrefs`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection, Iterable
 
 from sqlalchemy import Connection
 
 from feed.blobrefs import pin_stored
 from feed.blobs import BlobStore
+from feed.inbound import InboundStatus
 
 # The header ends at the first empty line (RFC 5322 §2.1); bare LF from
 # careless clients too.
@@ -45,3 +47,19 @@ def keep_refused(conn: Connection, store: BlobStore, data: bytes, keep: int) -> 
     if len(excerpt) == len(data):
         return digest, ""
     return digest, f" [raw message cut: header and start, {len(excerpt)} of {len(data)} bytes]"
+
+
+def unnamed_blobs(
+    raw: str, attachments: Iterable[str], statuses: Collection[InboundStatus | None]
+) -> set[str]:
+    """What a delivered message wrote that its rows do not name: the full
+    bytes when every group refused it (the rows name an excerpt), the
+    attachments when no group posted it. Nothing when a group deferred it:
+    the retry will want them. Another row may still name them (the deletion
+    checks)."""
+    if None in statuses:
+        return set()
+    unnamed = set() if InboundStatus.ACCEPTED in statuses else set(attachments)
+    if set(statuses) == {InboundStatus.REJECTED}:
+        unnamed.add(raw)
+    return unnamed
