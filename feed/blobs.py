@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,36 @@ class BlobStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).exists()
+
+    def delete(self, sha256: str) -> int:
+        """Remove a blob; the bytes freed (0 when it was not there).
+
+        Only `feed.blobrefs.discard_unreferenced` calls this: it knows no row
+        names the blob and no delivery is about to.
+        """
+        path = self.path_for(sha256)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
+
+    def digests_older_than(self, cutoff: float) -> Iterator[str]:
+        """Every blob last written before `cutoff` (a time.time() value); the
+        temporary files of writes that died before it are removed on the way."""
+        if not self.root.is_dir():
+            return
+        for folder in sorted(self.root.iterdir()):
+            if len(folder.name) != 2 or not folder.is_dir():
+                continue
+            for entry in os.scandir(folder):
+                if entry.stat().st_mtime >= cutoff:
+                    continue
+                if entry.name.startswith(".tmp-"):
+                    Path(entry.path).unlink(missing_ok=True)
+                elif len(entry.name) == 64:
+                    yield entry.name
 
 
 def _fsync_dir(path: Path) -> None:

@@ -15,9 +15,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
 from feed import admin, mailboxes
+from feed.blobs import BlobStore
 from feed.db import Database
 from feed.errors import FeedError
-from mailbridge.config import Settings, SettingsError, load_settings
+from feed.retention import purge_inbound
+from mailbridge.config import Settings, SettingsError, load_settings, retention_days
 from mailbridge.migrate import alembic_config, current_revision, upgrade_database
 
 EXIT_USAGE = 2
@@ -114,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     imap_test.add_argument("name")
     imap_test.set_defaults(func=cmd_binding_test)
     binding.add_parser("list", help="list bindings").set_defaults(func=cmd_binding_list)
+
+    inbound = commands.add_parser("inbound", help="the inbound log").add_subparsers(required=True)
+    purge = inbound.add_parser(
+        "purge", help="delete old raw bytes of refused and ignored mail, and unreferenced blobs"
+    )
+    purge.add_argument(
+        "--older-than",
+        type=int,
+        metavar="DAYS",
+        help="default: the raw_retention_days setting (0 in it: keep them, sweep only)",
+    )
+    purge.set_defaults(func=cmd_inbound_purge)
 
     token = commands.add_parser("token", help="API tokens").add_subparsers(required=True)
     token_create = token.add_parser("create", help="create an API token for a user")
@@ -295,6 +309,18 @@ def cmd_binding_list(settings: Settings, args: argparse.Namespace) -> int:
         print("\t".join(fields))
     if not rows and not imap_rows:
         print("no bindings", file=sys.stderr)
+    return 0
+
+
+def cmd_inbound_purge(settings: Settings, args: argparse.Namespace) -> int:
+    days = args.older_than if args.older_than is not None else retention_days(settings)
+    if days is not None and days < 0:
+        raise CliError(f"--older-than: expected a number of days, got {days}")
+    db = open_database(settings)
+    try:
+        print(purge_inbound(db, BlobStore(settings.blob_dir), days))
+    finally:
+        db.dispose()
     return 0
 
 

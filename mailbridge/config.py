@@ -51,10 +51,19 @@ class Settings:
     max_recipients: int = 50
     # Delivery worker processes; 0 runs deliveries in threads of the server.
     workers: int = 0
+    # A refused message keeps its header and this many bytes of its body.
+    refused_raw_bytes: int = 64 * 1024
+    # Days the raw bytes of refused and ignored mail are kept (0: forever).
+    raw_retention_days: int = 30
 
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+
+def retention_days(settings: Settings) -> int | None:
+    """Days refused and ignored raw mail is kept; None: forever."""
+    return settings.raw_retention_days or None
 
 
 def parse_listen(name: str, value: str) -> Listen:
@@ -123,6 +132,8 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_recipients": parse_size,
     "workers": parse_count,
     "secret_key": _identity,
+    "refused_raw_bytes": parse_size,
+    "raw_retention_days": parse_count,
 }
 
 DEFAULTS: dict[str, str] = {
@@ -134,6 +145,8 @@ DEFAULTS: dict[str, str] = {
     "max_message_size": str(25 * MIB),
     "max_recipients": "50",
     "workers": str(os.cpu_count() or 1),
+    "refused_raw_bytes": str(64 * 1024),
+    "raw_retention_days": "30",
 }
 
 

@@ -24,4 +24,5 @@ def make_pipeline(settings: Settings, db: Database) -> Pipeline:
         blobs=BlobStore(settings.blob_dir),
         local_domains=frozenset({settings.mail_domain}),
         loop_marker=loop_marker(settings),
+        refused_raw_bytes=settings.refused_raw_bytes,
     )

@@ -15,11 +15,13 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from aiosmtpd.smtp import SMTP
 
 from feed.db import Database
-from mailbridge.config import Listen, Settings
+from feed.retention import purge_inbound
+from mailbridge.config import Listen, Settings, retention_days
 from mailbridge.imap.runner import MailboxService
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Source
@@ -28,6 +30,10 @@ from mailbridge.smtp import InboundHandler, MailBridgeLMTP, MailBridgeSMTP
 from mailbridge.workers import Deliverer, make_deliverer, thread_deliverer
 
 log = logging.getLogger(__name__)
+
+PURGE_INTERVAL = timedelta(days=1)
+# Not in the way of start-up, nor of a test that runs `serve` for a moment.
+PURGE_FIRST_DELAY = 60.0
 
 
 @dataclass
@@ -118,15 +124,38 @@ async def _serve_mail(settings: Settings, pipeline: Pipeline) -> None:
     )
     mailboxes = MailboxService(pipeline, deliverer, settings.secret_key)
     await mailboxes.start()
+    purges = asyncio.create_task(purge_daily(settings, pipeline))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    purges.cancel()
     await mailboxes.close()
     await servers.close()
     await deliverer.close()
+
+
+async def purge_daily(
+    settings: Settings,
+    pipeline: Pipeline,
+    interval: timedelta = PURGE_INTERVAL,
+    first_delay: float = PURGE_FIRST_DELAY,
+) -> None:
+    """Expire old refused and ignored raw mail and sweep unreferenced blobs:
+    soon after start, then every `interval` (`mailbridge inbound purge` does
+    the same on demand). A failure is logged and tried again next time."""
+    await asyncio.sleep(first_delay)
+    while True:
+        try:
+            report = await asyncio.to_thread(
+                purge_inbound, pipeline.db, pipeline.blobs, retention_days(settings)
+            )
+            log.info("inbound purge: %s", report)
+        except Exception:
+            log.exception("the inbound purge failed; trying again in %s", interval)
+        await asyncio.sleep(interval.total_seconds())
 
 
 class WebServer:

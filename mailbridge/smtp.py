@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailbridge import replies
 from mailbridge.pipeline.deliver import DeliveryReport, Pipeline
+from mailbridge.pipeline.refusals import RefusalTally
 from mailbridge.pipeline.route import normalize_recipient
 from mailbridge.pipeline.types import Envelope as MailEnvelope
 from mailbridge.pipeline.types import RawMessage, Source
@@ -85,9 +86,8 @@ class InboundHandler:
             envelope.rcpt_tos.append(address)
             return str(check.reply)
         raw = self._raw(session, envelope, b"", (address,))
-        await asyncio.to_thread(
-            self.pipeline.record_refusal, raw, f"RCPT {check.address}: {check.reply}"
-        )
+        tally = session.refusals if isinstance(session, MailBridgeSession) else None
+        await asyncio.to_thread(self.pipeline.record_refused_rcpt, raw, check, tally)
         return str(check.reply)
 
     async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
@@ -129,6 +129,39 @@ class InboundHandler:
         return RawMessage(data, MailEnvelope(mail_from, rcpts, remote), self.source)
 
 
+class MailBridgeSession(Session):
+    """aiosmtpd's session, with the count of its refused RCPTs."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.refusals = RefusalTally()
+
+
+class _RefusalSummaryMixin:
+    """Sessions are `MailBridgeSession`s; when one ends, the refusals it only
+    counted are written as one row (see pipeline.refusals)."""
+
+    event_handler: Any
+    session: Session | None
+    loop: asyncio.AbstractEventLoop
+
+    def _create_session(self) -> Session:
+        return MailBridgeSession(self.loop)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)  # type: ignore[misc]
+        handler, session = self.event_handler, self.session
+        if isinstance(handler, InboundHandler) and isinstance(session, MailBridgeSession):
+            self.loop.run_in_executor(None, _write_summary, handler.pipeline, session.refusals)
+
+
+def _write_summary(pipeline: Pipeline, tally: RefusalTally) -> None:
+    try:
+        pipeline.record_refusal_summary(tally)
+    except Exception:
+        log.exception("cannot record the summary of a session's refused recipients")
+
+
 class _OversizeMixin:
     """Rewrites aiosmtpd's bare 552 into 552 5.3.4 and records the refusal."""
 
@@ -153,9 +186,9 @@ class _OversizeMixin:
         return str(replies.TOO_BIG)
 
 
-class MailBridgeSMTP(_OversizeMixin, SMTP):
+class MailBridgeSMTP(_RefusalSummaryMixin, _OversizeMixin, SMTP):
     pass
 
 
-class MailBridgeLMTP(_OversizeMixin, LMTP):
+class MailBridgeLMTP(_RefusalSummaryMixin, _OversizeMixin, LMTP):
     pass

@@ -15,14 +15,27 @@ from web.access import can_read_inbound
 from web.auth import current_viewer, require_bearer_token
 from web.context import web_context
 from web.downloads import attachment_response
-from web.paging import read_cursor, read_limit, write_cursor
-from web.serialize import group_json, inbound_json, thread_json, thread_summary_json
+from web.paging import read_cursor, read_limit, within_budget, write_cursor
+from web.serialize import (
+    group_json,
+    inbound_json,
+    json_size,
+    post_json,
+    thread_json,
+    thread_summary_json,
+    whole_post_json,
+)
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 blueprint.before_request(require_bearer_token)
 
 THREADS_LIMIT = (50, 200)  # (default, maximum)
 POSTS_LIMIT = (500, 500)
+# A thread's page stops at about this many bytes of JSON (the next page goes
+# on from there), and each post's texts are cut to LIST_TEXT_CHARS in it: a
+# post may be 25 MB, and 500 of them would be gigabytes in one answer.
+PAGE_BYTES = 1024 * 1024
+LIST_TEXT_CHARS = 16 * 1024
 INBOUND_LIMIT = (50, 200)
 STATUSES = ", ".join(status.value for status in InboundStatus)
 
@@ -50,8 +63,10 @@ def group_threads(slug: str) -> Response:
     )
 
 
-@blueprint.get("/threads/<int:thread_id>")
+@blueprint.get("/threads/<id:thread_id>")
 def thread(thread_id: int) -> Response:
+    """A page of a thread's posts: at most `limit` of them and about
+    PAGE_BYTES of JSON, each text cut to LIST_TEXT_CHARS (`truncated`)."""
     context = web_context()
     limit = read_limit(*POSTS_LIMIT)
     with context.db.reader() as session:
@@ -59,12 +74,26 @@ def thread(thread_id: int) -> Response:
         if head is None:
             abort(404, f"no thread {thread_id}")
         after = read_cursor(context.cursors, "posts", thread_id)
-        page = queries.list_posts(session, thread_id, after, limit)
+        page = queries.list_posts(session, thread_id, after, limit, LIST_TEXT_CHARS)
+    shapes = {post.id: post_json(post) for post in page.items}
+    page = within_budget(
+        page, PAGE_BYTES, lambda post: json_size(shapes[post.id]), queries.post_position
+    )
     next_cursor = write_cursor(context.cursors, "posts", thread_id, page)
-    return jsonify(thread_json(head, page.items, next_cursor))
+    return jsonify(thread_json(head, [shapes[post.id] for post in page.items], next_cursor))
 
 
-@blueprint.get("/attachments/<int:attachment_id>")
+@blueprint.get("/posts/<id:post_id>")
+def post(post_id: int) -> Response:
+    """One post with its whole text (a thread's page may have cut it)."""
+    with web_context().db.reader() as session:
+        found = queries.find_post(session, current_viewer(), post_id)
+    if found is None:
+        abort(404, f"no post {post_id}")
+    return jsonify(whole_post_json(found))
+
+
+@blueprint.get("/attachments/<id:attachment_id>")
 def attachment(attachment_id: int) -> Response:
     context = web_context()
     with context.db.reader() as session:

@@ -12,6 +12,7 @@ from feed.db import Database
 from mailbridge.config import Settings
 from web import api, health, pages
 from web.context import install_context
+from web.converters import RowIdConverter
 from web.errors import register_error_handlers
 from web.security import add_security_headers
 
@@ -26,6 +27,7 @@ def create_app(settings: Settings, db: Database) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
     )
+    app.url_map.converters["id"] = RowIdConverter
     install_context(app, settings, db)
     csrf = CSRFProtect(app)
     # Bearer tokens, no cookies: a cross-site request cannot carry them.

@@ -6,6 +6,8 @@ Tokens are checked by `feed.admin.user_for_token` (only hashes are stored).
 
 from __future__ import annotations
 
+import unicodedata
+
 from flask import Response, g, jsonify, redirect, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -88,7 +90,29 @@ def sign_out() -> None:
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: a local path only, never another site."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Where to go after signing in: a local path only, never another site.
+
+    A path starts with one "/" (no scheme, no "//" authority: RFC 3986 §4.2)
+    and has no backslash and no control or other invisible character:
+    browsers read "\\" as "/" and drop tabs and newlines (WHATWG URL
+    standard), so "/\\evil" or "/\t/evil" would become "//evil", another
+    site; and CR/LF in a Location header is header injection.
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return url_for("pages.index")
+    if "\\" in target or not all(_visible(c) for c in target):
         return url_for("pages.index")
     return target
+
+
+def _visible(char: str) -> bool:
+    # Cc (controls), Cf (format, e.g. zero-width), Zl/Zp (line/paragraph separators).
+    return char == " " or unicodedata.category(char) not in {
+        "Cc",
+        "Cf",
+        "Cs",
+        "Co",
+        "Cn",
+        "Zl",
+        "Zp",
+    }

@@ -83,7 +83,7 @@ def group(slug: str) -> str:
     return render_template("pages/group.html", group=found, threads=page.items, older=older)
 
 
-@blueprint.get("/t/<int:thread_id>")
+@blueprint.get("/t/<id:thread_id>")
 def thread(thread_id: int) -> str:
     context = web_context()
     with context.db.reader() as session:
@@ -96,7 +96,7 @@ def thread(thread_id: int) -> str:
     return render_template("pages/thread.html", thread=head, posts=page.items, later=later)
 
 
-@blueprint.get("/a/<int:attachment_id>")
+@blueprint.get("/a/<id:attachment_id>")
 def attachment(attachment_id: int) -> Response:
     context = web_context()
     with context.db.reader() as session:

@@ -43,6 +43,20 @@ def take_page(rows: Sequence[T], limit: int, position: Callable[[T], Position]) 
     return Page(items, position(items[-1]) if more else None)
 
 
+def within_budget(
+    page: Page[T], budget: int, size: Callable[[T], int], position: Callable[[T], Position]
+) -> Page[T]:
+    """The page's leading items whose sizes add up to at most `budget` (at
+    least one, whatever its size); when some are left out, the next page
+    starts after the last one kept, so keyset paging goes on from there."""
+    spent = 0
+    for count, item in enumerate(page.items):
+        spent += size(item)
+        if spent > budget and count:
+            return Page(page.items[:count], position(page.items[count - 1]))
+    return page
+
+
 class CursorCodec:
     """Signs positions into opaque cursors and checks them on the way back."""
 
@@ -86,7 +100,9 @@ def read_limit(default: int, maximum: int) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    # str.isdigit() takes "²" and "٣", which int() then refuses: ASCII only,
+    # and short, so that int() never sees thousands of digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= maximum:
         abort(400, f"limit must be a whole number from 1 to {maximum}, got {raw!r}")
     return int(raw)
 

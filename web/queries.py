@@ -9,8 +9,8 @@ query per page, never one per post. Authors are denormalised on the post.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, exists, select, tuple_
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import ColumnElement, SQLColumnExpression, exists, func, select, tuple_
+from sqlalchemy.orm import Session, defer, selectinload
 
 from feed.groups import Group, Membership
 from feed.inbound import InboundLog, InboundStatus
@@ -83,31 +83,87 @@ def find_thread(session: Session, viewer: Viewer, thread_id: int) -> ThreadHead 
 
 
 def list_posts(
-    session: Session, thread_id: int, after: Position | None, limit: int
+    session: Session,
+    thread_id: int,
+    after: Position | None,
+    limit: int,
+    excerpt: int | None = None,
 ) -> Page[PostView]:
-    """A thread's posts in the order they arrived."""
-    query = select(Post).where(Post.thread_id == thread_id).options(selectinload(Post.attachments))
+    """A thread's posts in the order they arrived.
+
+    With `excerpt`, each text is read from the database cut to that many
+    characters (a post may hold megabytes: a page of them is never loaded
+    whole) and the post is marked `truncated` when anything was cut.
+    """
+    body, elided = _texts(excerpt)
+    query = (
+        select(Post, body, elided)
+        .where(Post.thread_id == thread_id)
+        .options(*_WITHOUT_TEXTS, selectinload(Post.attachments))
+    )
     if after is not None:
         query = query.where(tuple_(Post.created_at, Post.id) > (after.at, after.id))
     query = query.order_by(Post.created_at, Post.id).limit(limit + 1)
-    rows = [_post_view(post) for post in session.scalars(query)]
-    return take_page(rows, limit, lambda p: Position(p.created_at, p.id))
+    rows = [
+        _post_view(post, _cut(text, excerpt), _cut(quoted, excerpt))
+        for post, text, quoted in session.execute(query)
+    ]
+    return take_page(rows, limit, post_position)
 
 
-def _post_view(post: Post) -> PostView:
+def post_position(post: PostView) -> Position:
+    return Position(post.created_at, post.id)
+
+
+def find_post(session: Session, viewer: Viewer, post_id: int) -> PostView | None:
+    """One post whole, if its group is visible to `viewer`."""
+    post = session.scalars(
+        select(Post)
+        .join(Group, Post.group_id == Group.id)
+        .where(Post.id == post_id, visible_groups(viewer))
+        .options(defer(Post.body_html), selectinload(Post.attachments))
+    ).first()
+    return _post_view(post, (post.body_text, False), (post.elided_text, False)) if post else None
+
+
+# `body_html` is never shown; the texts are selected on their own (see `_texts`).
+_WITHOUT_TEXTS = defer(Post.body_text), defer(Post.elided_text), defer(Post.body_html)
+
+
+def _texts(excerpt: int | None) -> tuple[SQLColumnExpression[str], SQLColumnExpression[str]]:
+    """The two texts, or their first `excerpt + 1` characters (one more than
+    kept, to know whether anything was cut); substr() counts characters on
+    SQLite and PostgreSQL alike."""
+    if excerpt is None:
+        return Post.body_text, Post.elided_text
+    return (
+        func.substr(Post.body_text, 1, excerpt + 1),
+        func.substr(Post.elided_text, 1, excerpt + 1),
+    )
+
+
+def _cut(text: str, excerpt: int | None) -> tuple[str, bool]:
+    if excerpt is None or len(text) <= excerpt:
+        return text, False
+    return text[:excerpt], True
+
+
+def _post_view(post: Post, body: tuple[str, bool], elided: tuple[str, bool]) -> PostView:
     return PostView(
         id=post.id,
+        thread_id=post.thread_id,
         parent_id=post.parent_id,
         author_email=post.author_email,
         author_name=post.author_name,
         source=post.source,
         message_id=post.message_id,
-        body_text=post.body_text,
-        elided_text=post.elided_text,
+        body_text=body[0],
+        elided_text=elided[0],
         created_at=post.created_at,
         attachments=tuple(
             AttachmentInfo(a.id, a.filename, a.content_type, a.size) for a in post.attachments
         ),
+        truncated=body[1] or elided[1],
     )
 
 

@@ -46,6 +46,7 @@ class AttachmentInfo:
 @dataclass(frozen=True)
 class PostView:
     id: int
+    thread_id: int
     parent_id: int | None
     author_email: str
     author_name: str
@@ -55,6 +56,8 @@ class PostView:
     elided_text: str
     created_at: datetime
     attachments: tuple[AttachmentInfo, ...]
+    # A text was cut for a list; the whole post is at its own URL.
+    truncated: bool = False
 
 
 @dataclass(frozen=True)

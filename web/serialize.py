@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import url_for
@@ -36,12 +37,12 @@ def thread_summary_json(thread: ThreadSummary) -> Json:
     }
 
 
-def thread_json(thread: ThreadHead, posts: tuple[PostView, ...], next_cursor: str | None) -> Json:
+def thread_json(thread: ThreadHead, posts: list[Json], next_cursor: str | None) -> Json:
     return {
         "id": thread.id,
         "subject": thread.subject,
         "group": thread.group_slug,
-        "posts": [post_json(post) for post in posts],
+        "posts": posts,
         "next": next_cursor,
     }
 
@@ -57,7 +58,19 @@ def post_json(post: PostView) -> Json:
         "elided_text": post.elided_text,
         "created_at": post.created_at.isoformat(),
         "attachments": [attachment_json(a) for a in post.attachments],
+        # In a list, a long text is cut (`truncated`); `url` gives the whole post.
+        "truncated": post.truncated,
+        "url": url_for("api.post", post_id=post.id),
     }
+
+
+def whole_post_json(post: PostView) -> Json:
+    return {**post_json(post), "thread_id": post.thread_id}
+
+
+def json_size(value: Json) -> int:
+    """Bytes `value` takes in a response (Flask escapes non-ASCII, as here)."""
+    return len(json.dumps(value, separators=(",", ":")))
 
 
 def attachment_json(attachment: AttachmentInfo) -> Json:

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from feed.base import utcnow
+from feed.blobrefs import discard_unreferenced, pin_stored
 from feed.blobs import BlobStore, PendingBlob
 from feed.db import Database
 from feed.inbound import InboundStatus
@@ -29,6 +30,8 @@ from mailbridge.pipeline.journal import Journal
 from mailbridge.pipeline.mailbox import advance_cursors, count_attempts, settle
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
+from mailbridge.pipeline.refusals import RefusalTally
+from mailbridge.pipeline.refused_raw import keep_refused, unnamed_blobs
 from mailbridge.pipeline.route import (
     RecipientCheck,
     Route,
@@ -117,6 +120,8 @@ class Pipeline:
     blobs: BlobStore
     local_domains: Collection[str]
     loop_marker: str | None = None
+    # What a refused message keeps of its raw bytes (see pipeline.refused_raw).
+    refused_raw_bytes: int = 64 * 1024
 
     def check_recipient(self, address: str) -> RecipientCheck:
         with self.db.reader() as session:
@@ -129,6 +134,22 @@ class Pipeline:
         with self.db.transaction() as session:
             journal.write(session.connection())
 
+    def record_refused_rcpt(
+        self, raw: RawMessage, check: RecipientCheck, tally: RefusalTally | None = None
+    ) -> None:
+        """A refused RCPT: a row of its own for a session's first few, then
+        counted in the session's summary row (see pipeline.refusals)."""
+        if tally is None or tally.admit(raw, check.address, str(check.reply)):
+            self.record_refusal(raw, f"RCPT {check.address}: {check.reply}")
+        elif tally.due:
+            self.record_refusal_summary(tally)
+
+    def record_refusal_summary(self, tally: RefusalTally) -> None:
+        """The row for the refusals `tally` counted since its last one, if any."""
+        summary = tally.take_summary()
+        if summary is not None:
+            self.record_refusal(*summary)
+
     def give_up(self, raw: RawMessage, reason: str) -> None:
         """Record a mailbox message that failed too often: refused, raw bytes
         kept, and its mailbox's cursor moved past it, in one transaction."""
@@ -137,6 +158,7 @@ class Pipeline:
         journal.received(raw, None, digest, InboundStatus.REJECTED, reason)
         with self.db.transaction() as session:
             conn = session.connection()
+            pin_stored(conn, self.blobs, [(digest, raw.data)])
             journal.write(conn)
             if raw.origin is not None:
                 settle(conn, raw.origin)
@@ -162,16 +184,34 @@ class Pipeline:
         # savepoint per message, so that only the failing one is deferred.
         try:
             with self.db.transaction() as session:
-                return self._write(session.connection(), raws, prepared, self._deliver_to_group)
+                reports = self._write(session.connection(), raws, prepared, self._deliver_to_group)
         except Exception as exc:
             log.warning("a delivery batch failed (%r); writing it again message by message", exc)
+            try:
+                with self.db.transaction() as session:
+                    reports = self._write(session.connection(), raws, prepared, self._isolated)
+            except Exception:
+                log.exception("the delivery transaction of %d message(s) failed", len(raws))
+                self._count_failed_attempts(raws)
+                return [_deferred(raw) for raw in raws]
+        self._discard_unnamed(prepared, reports)
+        return reports
+
+    def _discard_unnamed(
+        self, prepared: Sequence[Prepared | None], reports: Sequence[DeliveryReport]
+    ) -> None:
+        """Delete what the batch wrote that its rows do not name (see
+        `unnamed_blobs`); a failure only leaves it to the daily sweep."""
+        unnamed: set[str] = set()
+        for item, report in zip(prepared, reports, strict=True):
+            if item is not None:
+                statuses = {outcome.status for outcome in report.outcomes.values()}
+                digests = (blob.digest for blob in item.attachment_blobs)
+                unnamed |= unnamed_blobs(item.sha256, digests, statuses)
         try:
-            with self.db.transaction() as session:
-                return self._write(session.connection(), raws, prepared, self._isolated)
+            discard_unreferenced(self.db, self.blobs, unnamed)
         except Exception:
-            log.exception("the delivery transaction of %d message(s) failed", len(raws))
-            self._count_failed_attempts(raws)
-            return [_deferred(raw) for raw in raws]
+            log.exception("cannot delete the unnamed blobs of refused mail")
 
     def _count_failed_attempts(self, raws: Sequence[RawMessage]) -> None:
         """Mailbox messages whose whole transaction failed: an attempt each
@@ -217,7 +257,7 @@ class Pipeline:
             if item is None or item_routes is None:
                 reports.append(_deferred(raw))
             elif not item_routes:
-                reports.append(_refuse_unrouted(item, journal))
+                reports.append(self._refuse_unrouted(conn, item, journal))
             else:
                 outcomes: dict[str, Outcome] = {}
                 for route in item_routes:
@@ -257,11 +297,14 @@ class Pipeline:
     ) -> Outcome:
         item.wait_stored()
         if item.content is None:
-            return _stopped(item, Ignore(item.classification.reason), route, journal)
+            return self._stopped(conn, item, Ignore(item.classification.reason), route, journal)
         try:
             post_id = self._post(conn, item, item.content, route, journal)
         except StageStop as stop:
-            return _stopped(item, stop, route, journal)
+            return self._stopped(conn, item, stop, route, journal)
+        attachments = zip(item.attachment_blobs, item.content.attachments, strict=True)
+        named = [(blob.digest, part.data) for blob, part in attachments]
+        pin_stored(conn, self.blobs, [(item.sha256, item.raw.data), *named])
         reason = f"posted to group {route.group_slug}"
         journal.received(
             item.raw, item.message, item.sha256, InboundStatus.ACCEPTED, reason, route, post_id
@@ -286,22 +329,36 @@ class Pipeline:
         )
         return persist_post(conn, new, journal)
 
+    def _refuse_unrouted(
+        self, conn: Connection, item: Prepared, journal: Journal
+    ) -> DeliveryReport:
+        reason = "no envelope recipient is bound to a group"
+        item.wait_stored()
+        digest, note = self._raw_to_keep(conn, item, InboundStatus.REJECTED)
+        journal.received(item.raw, item.message, digest, InboundStatus.REJECTED, reason + note)
+        outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT)
+        return DeliveryReport(dict.fromkeys(item.raw.envelope.rcpt_tos, outcome))
 
-def _refuse_unrouted(item: Prepared, journal: Journal) -> DeliveryReport:
-    reason = "no envelope recipient is bound to a group"
-    item.wait_stored()
-    journal.received(item.raw, item.message, item.sha256, InboundStatus.REJECTED, reason)
-    outcome = Outcome(InboundStatus.REJECTED, reason, replies.UNKNOWN_RECIPIENT)
-    return DeliveryReport(dict.fromkeys(item.raw.envelope.rcpt_tos, outcome))
+    def _stopped(
+        self, conn: Connection, item: Prepared, stop: StageStop, route: Route, journal: Journal
+    ) -> Outcome:
+        """Record a stage's stop in the inbound log and say what to answer."""
+        digest, note = self._raw_to_keep(conn, item, stop.status)
+        journal.received(item.raw, item.message, digest, stop.status, stop.reason + note, route)
+        return Outcome(stop.status, stop.reason, stop.reply or DEFAULT_REPLIES[stop.status])
+
+    def _raw_to_keep(
+        self, conn: Connection, item: Prepared, status: InboundStatus
+    ) -> tuple[str, str]:
+        """The blob an inbound row names, pinned, and a note for its reason:
+        a refusal keeps an excerpt, anything else the whole message."""
+        if status is InboundStatus.REJECTED:
+            return keep_refused(conn, self.blobs, item.raw.data, self.refused_raw_bytes)
+        pin_stored(conn, self.blobs, [(item.sha256, item.raw.data)])
+        return item.sha256, ""
 
 
 def _deferred(raw: RawMessage) -> DeliveryReport:
     """Every recipient a temporary failure: nothing was committed, the client retries."""
     recipients = (normalize_recipient(r) for r in raw.envelope.rcpt_tos)
     return DeliveryReport(dict.fromkeys(recipients, TEMPORARY))
-
-
-def _stopped(item: Prepared, stop: StageStop, route: Route, journal: Journal) -> Outcome:
-    """Record a stage's stop in the inbound log and say what to answer."""
-    journal.received(item.raw, item.message, item.sha256, stop.status, stop.reason, route)
-    return Outcome(stop.status, stop.reason, stop.reply or DEFAULT_REPLIES[stop.status])
