@@ -51,10 +51,17 @@ class Settings:
     max_recipients: int = 50
     # Delivery worker processes; 0 runs deliveries in threads of the server.
     workers: int = 0
+    # Bytes of mail received and not yet answered, across all SMTP/LMTP sessions.
+    max_bytes_in_flight: int = 256 * MIB
 
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Large messages being received (see mailbridge.spool)."""
+        return self.data_dir / "spool"
 
 
 def parse_listen(name: str, value: str) -> Listen:
@@ -123,6 +130,7 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_recipients": parse_size,
     "workers": parse_count,
     "secret_key": _identity,
+    "max_bytes_in_flight": parse_size,
 }
 
 DEFAULTS: dict[str, str] = {
@@ -134,6 +142,7 @@ DEFAULTS: dict[str, str] = {
     "max_message_size": str(25 * MIB),
     "max_recipients": "50",
     "workers": str(os.cpu_count() or 1),
+    "max_bytes_in_flight": str(256 * MIB),
 }
 
 

@@ -24,7 +24,7 @@ from mailbridge.imap.runner import MailboxService
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Source
 from mailbridge.runtime import make_pipeline
-from mailbridge.smtp import InboundHandler, MailBridgeLMTP, MailBridgeSMTP
+from mailbridge.smtp import DoorShared, InboundHandler, MailBridgeLMTP, MailBridgeSMTP
 from mailbridge.workers import Deliverer, make_deliverer, thread_deliverer
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class MailServers:
     """The running SMTP and LMTP listeners."""
 
     servers: list[asyncio.Server]
+    shared: DoorShared
     # A deliverer these listeners made for themselves, closed with them.
     own_deliverer: Deliverer | None = None
 
@@ -47,6 +48,7 @@ class MailServers:
             server.close()
         for server in self.servers:
             await server.wait_closed()
+        await self.shared.close()
         if self.own_deliverer is not None:
             await self.own_deliverer.close()
 
@@ -65,17 +67,18 @@ async def start_mail_servers(
     if deliverer is None:
         deliverer = own = thread_deliverer(pipeline)
     servers = []
+    shared = DoorShared.for_server(settings, pipeline)
     for listen, source, cls in (
         (smtp, Source.SMTP, MailBridgeSMTP),
         (lmtp, Source.LMTP, MailBridgeLMTP),
     ):
         if listen is None:
             continue
-        handler = InboundHandler(pipeline, source, deliverer, settings.max_recipients)
+        handler = InboundHandler(pipeline, source, deliverer, shared, settings.max_recipients)
         factory = _protocol_factory(cls, handler, settings)
         servers.append(await loop.create_server(factory, listen.host, listen.port))
         log.info("%s listening on %s", source.value.upper(), listen)
-    return MailServers(servers, own)
+    return MailServers(servers, shared, own)
 
 
 def _protocol_factory(

@@ -118,15 +118,18 @@ class Pipeline:
     local_domains: Collection[str]
     loop_marker: str | None = None
 
-    def check_recipient(self, address: str) -> RecipientCheck:
-        with self.db.reader() as session:
+    def check_recipient(self, address: str, wait: float | None = None) -> RecipientCheck:
+        """The RCPT answer for `address`, waiting at most `wait` s for a lock."""
+        with self.db.reader(wait) as session:
             return check_recipient(session.connection(), address, self.local_domains)
 
-    def record_refusal(self, raw: RawMessage, reason: str, size: int = 0) -> None:
+    def record_refusal(
+        self, raw: RawMessage, reason: str, size: int = 0, wait: float | None = None
+    ) -> None:
         """Log a message refused before its content was accepted (RCPT, size)."""
         journal = Journal()
         journal.received(raw, None, None, InboundStatus.REJECTED, reason, size=size)
-        with self.db.transaction() as session:
+        with self.db.transaction(wait) as session:
             journal.write(session.connection())
 
     def give_up(self, raw: RawMessage, reason: str) -> None:

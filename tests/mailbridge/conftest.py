@@ -13,6 +13,7 @@ import pytest
 from mailbridge.config import Settings
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.server import MailServers, start_mail_servers
+from tests.conftest import Factory
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,15 @@ def served(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+@pytest.fixture
+def eng(make: Factory) -> Factory:
+    """Alice and Bob, members of group eng, bound to eng@company.example."""
+    make.user("alice@company.example", "Alice Martin")
+    make.user("bob@company.example", "Bob Stone")
+    make.group("eng")
+    make.member("eng", "alice@company.example")
+    make.member("eng", "bob@company.example")
+    make.binding("eng@company.example", "eng")
+    return make
