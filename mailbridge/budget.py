@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # Claims grow by this much at a time, so that a message's lines are not
 # counted against the budget one by one.
-CLAIM_STEP = 256 * 1024
+CLAIM_STEP = 64 * 1024
 
 
 class InFlightBudget:

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -22,8 +23,8 @@ class Served:
     lmtp_port: int
 
 
-@pytest.fixture
-def served(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
+@contextmanager
+def serving(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
     """The real SMTP and LMTP listeners, in an event loop on a background thread."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -39,10 +40,17 @@ def served(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
     try:
         yield Served(smtp_port, lmtp_port)
     finally:
-        asyncio.run_coroutine_threadsafe(servers.close(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(servers.close(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+@pytest.fixture
+def served(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
+    """The real SMTP and LMTP listeners of `settings`."""
+    with serving(settings, pipeline) as served:
+        yield served
 
 
 @pytest.fixture
