@@ -29,6 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from feed.db import Database
 from mailbridge.config import Settings
+from mailbridge.heap import TRIM_AFTER_BYTES, release_free_memory
 from mailbridge.pipeline.deliver import TEMPORARY, DeliveryReport, Pipeline
 from mailbridge.pipeline.route import normalize_recipient
 from mailbridge.pipeline.types import RawMessage
@@ -171,7 +172,7 @@ def process_deliverer(settings: Settings, processes: int) -> Deliverer:
 
 def thread_deliverer(pipeline: Pipeline) -> Deliverer:
     async def run(raws: Sequence[Delivery]) -> list[DeliveryReport]:
-        return await asyncio.to_thread(deliver_items, pipeline, raws)
+        return await asyncio.to_thread(_deliver_and_trim, pipeline, raws)
 
     return Deliverer(run, lanes=THREAD_LANES)
 
@@ -194,7 +195,16 @@ def _ready() -> None:
 def _deliver_in_worker(raws: list[Delivery]) -> list[DeliveryReport]:
     if _worker_pipeline is None:
         raise RuntimeError("delivery worker started without its pipeline")
-    return deliver_items(_worker_pipeline, raws)
+    return _deliver_and_trim(_worker_pipeline, raws)
+
+
+def _deliver_and_trim(pipeline: Pipeline, items: Sequence[Delivery]) -> list[DeliveryReport]:
+    """`deliver_items`, then, after large messages (whose parsed copies are
+    gone by now), the freed memory back to the system."""
+    reports = deliver_items(pipeline, items)
+    if _octets(items) >= TRIM_AFTER_BYTES:
+        release_free_memory()
+    return reports
 
 
 def deliver_items(pipeline: Pipeline, items: Sequence[Delivery]) -> list[DeliveryReport]:
