@@ -24,7 +24,13 @@ from mailbridge.imap.runner import MailboxService
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Source
 from mailbridge.runtime import make_pipeline
-from mailbridge.smtp import DoorShared, InboundHandler, MailBridgeLMTP, MailBridgeSMTP
+from mailbridge.smtp import (
+    DELIVERY_DEADLINE,
+    DoorShared,
+    InboundHandler,
+    MailBridgeLMTP,
+    MailBridgeSMTP,
+)
 from mailbridge.workers import Deliverer, make_deliverer, thread_deliverer
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,7 @@ async def start_mail_servers(
     smtp: Listen | None,
     lmtp: Listen | None,
     deliverer: Deliverer | None = None,
+    delivery_deadline: float = DELIVERY_DEADLINE,
 ) -> MailServers:
     """Listen for SMTP and/or LMTP (a port of 0 picks a free one)."""
     loop = asyncio.get_running_loop()
@@ -74,7 +81,9 @@ async def start_mail_servers(
     ):
         if listen is None:
             continue
-        handler = InboundHandler(pipeline, source, deliverer, shared, settings.max_recipients)
+        handler = InboundHandler(
+            pipeline, source, deliverer, shared, settings.max_recipients, delivery_deadline
+        )
         factory = _protocol_factory(cls, handler, settings)
         servers.append(await loop.create_server(factory, listen.host, listen.port))
         log.info("%s listening on %s", source.value.upper(), listen)

@@ -14,6 +14,8 @@ import pytest
 from mailbridge.config import Settings
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.server import MailServers, start_mail_servers
+from mailbridge.smtp import DELIVERY_DEADLINE
+from mailbridge.workers import Deliverer
 from tests.conftest import Factory
 
 
@@ -24,14 +26,25 @@ class Served:
 
 
 @contextmanager
-def serving(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
-    """The real SMTP and LMTP listeners, in an event loop on a background thread."""
+def serving(
+    settings: Settings,
+    pipeline: Pipeline,
+    deliverer: Deliverer | None = None,
+    delivery_deadline: float = DELIVERY_DEADLINE,
+) -> Iterator[Served]:
+    """The real SMTP and LMTP listeners, in an event loop on a background
+    thread (with `deliverer`, closed with them, when one is given)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     started: Future[MailServers] = asyncio.run_coroutine_threadsafe(
         start_mail_servers(
-            settings, pipeline, smtp=settings.smtp_listen, lmtp=settings.lmtp_listen
+            settings,
+            pipeline,
+            smtp=settings.smtp_listen,
+            lmtp=settings.lmtp_listen,
+            deliverer=deliverer,
+            delivery_deadline=delivery_deadline,
         ),
         loop,
     )
@@ -41,6 +54,8 @@ def serving(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
         yield Served(smtp_port, lmtp_port)
     finally:
         asyncio.run_coroutine_threadsafe(servers.close(), loop).result(timeout=30)
+        if deliverer is not None:
+            asyncio.run_coroutine_threadsafe(deliverer.close(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import smtplib
+import threading
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import select, text
@@ -15,12 +17,13 @@ from feed.db import Database
 from feed.inbound import InboundLog
 from feed.posts import Post
 from mailbridge.config import Settings
-from mailbridge.pipeline.deliver import Pipeline
+from mailbridge.pipeline.deliver import DeliveryReport, Pipeline
 from mailbridge.pipeline.types import Source
 from mailbridge.smtp import READ_LIMIT, DoorShared, InboundHandler
-from mailbridge.workers import thread_deliverer
+from mailbridge.spool import Delivery
+from mailbridge.workers import Deliverer, thread_deliverer
 from tests.conftest import Factory
-from tests.mailbridge.conftest import Served
+from tests.mailbridge.conftest import Served, serving
 from tests.mailbridge.test_smtp import count, make_mail, smtp, wait_for_log
 
 RECIPIENTS = ("eng@company.example", "ops@company.example", "sales@company.example")
@@ -135,6 +138,28 @@ def test_lmtp_internal_failure_answers_each_recipient_with_a_plain_451(
     replies = lmtp_replies(served, make_mail(to=", ".join(RECIPIENTS)).as_bytes())
     assert [code for code, _ in replies] == [451] * 3
     assert all(text.startswith(b"4.3.0 ") and b"Error" not in text for _, text in replies)
+
+
+def test_lmtp_without_a_delivery_in_time_answers_each_recipient_and_a_retry_delivers(
+    groups: Factory, settings: Settings, pipeline: Pipeline, db: Database
+) -> None:
+    release = threading.Event()
+    deliver_now = thread_deliverer(pipeline).run_batch
+
+    async def deliver_late(raws: Sequence[Delivery]) -> list[DeliveryReport]:
+        await asyncio.to_thread(release.wait, 30)
+        return await deliver_now(raws)
+
+    mail = make_mail(to=", ".join(RECIPIENTS)).as_bytes()
+    late = Deliverer(deliver_late, lanes=1)
+    with serving(settings, pipeline, late, delivery_deadline=0.5) as served:
+        replies = lmtp_replies(served, mail)
+        release.set()
+        again = lmtp_replies(served, mail)
+    assert [code for code, _ in replies] == [451] * 3
+    assert all(text.startswith(b"4.3.0 ") for _, text in replies)
+    assert [code for code, _ in again] == [250] * 3
+    assert count(db, Post) == 3  # the late delivery and its retry: one post per group
 
 
 def test_a_failing_rcpt_check_is_a_plain_451_4_3_0(
