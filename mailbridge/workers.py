@@ -212,7 +212,8 @@ def deliver_items(pipeline: Pipeline, items: Sequence[Delivery]) -> list[Deliver
     and deliver them. One whose spool file is gone (its client was answered
     already, as a temporary failure) is deferred; the others go on."""
     loaded = [_load(item) for item in items]
-    delivered = iter(pipeline.deliver_batch([raw for raw in loaded if raw is not None]))
+    readable = [raw for raw in loaded if raw is not None]
+    delivered = iter(pipeline.deliver_batch(readable) if readable else [])
     return [
         next(delivered) if raw is not None else _deferred(item)
         for item, raw in zip(items, loaded, strict=True)
