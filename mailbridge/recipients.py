@@ -19,6 +19,7 @@ client's problem.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -93,9 +94,14 @@ class RecipientChecks:
         await self._free.acquire()
         loop = asyncio.get_running_loop()
         future = self._threads.submit(self.check, address, self.database_wait)
-        # The thread is free again when the check ends, not when its waiter
-        # gives up: a slot is a thread.
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free.release))
+
+        def free_the_slot(_: object) -> None:
+            # The thread is free again when the check ends, not when its
+            # waiter gives up: a slot is a thread.
+            with contextlib.suppress(RuntimeError):  # the loop has closed (shutdown)
+                loop.call_soon_threadsafe(self._free.release)
+
+        future.add_done_callback(free_the_slot)
         return await asyncio.wrap_future(future)
 
     def close(self) -> None:
