@@ -55,10 +55,17 @@ class Settings:
     refused_raw_bytes: int = 64 * 1024
     # Days the raw bytes of refused and ignored mail are kept (0: forever).
     raw_retention_days: int = 30
+    # Bytes of mail received and not yet answered, across all SMTP/LMTP sessions.
+    max_bytes_in_flight: int = 256 * MIB
 
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Large messages being received (see mailbridge.spool)."""
+        return self.data_dir / "spool"
 
 
 def retention_days(settings: Settings) -> int | None:
@@ -134,6 +141,7 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "secret_key": _identity,
     "refused_raw_bytes": parse_size,
     "raw_retention_days": parse_count,
+    "max_bytes_in_flight": parse_size,
 }
 
 DEFAULTS: dict[str, str] = {
@@ -147,6 +155,7 @@ DEFAULTS: dict[str, str] = {
     "workers": str(os.cpu_count() or 1),
     "refused_raw_bytes": str(64 * 1024),
     "raw_retention_days": "30",
+    "max_bytes_in_flight": str(256 * MIB),
 }
 
 

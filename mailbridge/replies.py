@@ -14,3 +14,9 @@ TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 TOO_BIG = Reply(552, "5.3.4", "Message too big for this system")
 BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
 TEMPORARY_FAILURE = Reply(451, "4.3.0", "Temporary local problem, please try again later")
+OK_SENDER = Reply(250, "2.1.0", "Sender OK")
+# RFC 5321 §4.5.3.1.4: command lines stay limited (512 octets) where data lines do not.
+LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+# RFC 3463 4.3.1, mail system full: the budget of bytes in flight.
+NO_ROOM_NOW = Reply(452, "4.3.1", "Too much mail in progress, please try again later")
+NO_ROOM_FOR_DATA = Reply(451, "4.3.1", "Too much mail in progress, please try again later")

@@ -26,7 +26,13 @@ from mailbridge.imap.runner import MailboxService
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Source
 from mailbridge.runtime import make_pipeline
-from mailbridge.smtp import InboundHandler, MailBridgeLMTP, MailBridgeSMTP
+from mailbridge.smtp import (
+    DELIVERY_DEADLINE,
+    DoorShared,
+    InboundHandler,
+    MailBridgeLMTP,
+    MailBridgeSMTP,
+)
 from mailbridge.workers import Deliverer, make_deliverer, thread_deliverer
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,7 @@ class MailServers:
     """The running SMTP and LMTP listeners."""
 
     servers: list[asyncio.Server]
+    shared: DoorShared
     # A deliverer these listeners made for themselves, closed with them.
     own_deliverer: Deliverer | None = None
 
@@ -53,6 +60,7 @@ class MailServers:
             server.close()
         for server in self.servers:
             await server.wait_closed()
+        await self.shared.close()
         if self.own_deliverer is not None:
             await self.own_deliverer.close()
 
@@ -64,6 +72,7 @@ async def start_mail_servers(
     smtp: Listen | None,
     lmtp: Listen | None,
     deliverer: Deliverer | None = None,
+    delivery_deadline: float = DELIVERY_DEADLINE,
 ) -> MailServers:
     """Listen for SMTP and/or LMTP (a port of 0 picks a free one)."""
     loop = asyncio.get_running_loop()
@@ -71,17 +80,20 @@ async def start_mail_servers(
     if deliverer is None:
         deliverer = own = thread_deliverer(pipeline)
     servers = []
+    shared = DoorShared.for_server(settings, pipeline)
     for listen, source, cls in (
         (smtp, Source.SMTP, MailBridgeSMTP),
         (lmtp, Source.LMTP, MailBridgeLMTP),
     ):
         if listen is None:
             continue
-        handler = InboundHandler(pipeline, source, deliverer, settings.max_recipients)
+        handler = InboundHandler(
+            pipeline, source, deliverer, shared, settings.max_recipients, delivery_deadline
+        )
         factory = _protocol_factory(cls, handler, settings)
         servers.append(await loop.create_server(factory, listen.host, listen.port))
         log.info("%s listening on %s", source.value.upper(), listen)
-    return MailServers(servers, own)
+    return MailServers(servers, shared, own)
 
 
 def _protocol_factory(

@@ -2,109 +2,172 @@
 
 The protocol handlers only translate: RCPT is checked against bindings
 (550 5.1.1 unknown, 550 5.7.1 relaying denied: never an open relay), DATA
-goes to the `Deliverer` (batched, in worker processes), and the reply is
-sent only once that returns, that is after the commit. LMTP answers once per
-recipient after DATA (RFC 2033 §4.2).
+is read into the spool (lines of any length, up to the size limit) and goes
+to the `Deliverer` (batched, in worker processes), and the reply is sent
+only once that returns, that is after the commit.
+
+Whatever happens after DATA (refused for its size, over the budget of bytes
+in flight, an internal error, no answer in time), LMTP answers once per
+accepted recipient (RFC 2033 §4.2), so a client never loses count. Our own
+failures are `451 4.3.0` with a plain reason, never the text of an
+exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import Any
+from dataclasses import dataclass
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from mailbridge import replies
+from mailbridge.budget import InFlightBudget, size_hint
+from mailbridge.config import Settings
 from mailbridge.pipeline.deliver import DeliveryReport, Pipeline
-from mailbridge.pipeline.refusals import RefusalTally
+from mailbridge.pipeline.refusals import RefusalTally, rows_for_refusal
 from mailbridge.pipeline.route import normalize_recipient
 from mailbridge.pipeline.types import Envelope as MailEnvelope
-from mailbridge.pipeline.types import RawMessage, Source
+from mailbridge.pipeline.types import RawMessage, Reply, Source
+from mailbridge.recipients import AcceptedRecipients, RecipientChecks, RefusalRecorder
+from mailbridge.smtpdata import DataVerdict, receive_data
+from mailbridge.spool import Spool, SpoolWriter, release_delivery
 from mailbridge.workers import Deliverer
 
 log = logging.getLogger(__name__)
 
-# aiosmtpd's own answers to oversize mail carry no enhanced status code.
-AIOSMTPD_TOO_BIG = (b"552 Error: Too much mail data", b"552 Error: message size exceeds")
+# How long a delivery may take before the client is told to retry: half of
+# the ten minutes a client waits after its final dot (RFC 5321 §4.5.3.2.6).
+DELIVERY_DEADLINE = 300.0
+# The most of one line held at once; a longer DATA line arrives in pieces.
+READ_LIMIT = 32 * 1024
+
+# aiosmtpd's own answers that carry no enhanced status code.
+AIOSMTPD_TOO_BIG = b"552 Error: message size exceeds"
+AIOSMTPD_LINE_TOO_LONG = b"500 Command line too long"
 
 
-class AcceptedRecipients:
-    """Bound addresses recently accepted at RCPT, so that a busy door does
-    not ask the database for the same few addresses on every message.
+@dataclass
+class DoorShared:
+    """What the SMTP and LMTP doors of one server share."""
 
-    Only acceptances are kept, for `ttl` seconds: a new binding works at
-    once, and a removed one is refused again after at most `ttl` (meanwhile
-    the delivery's own routing, which always reads the database, refuses the
-    message and records why).
-    """
+    budget: InFlightBudget
+    spool: Spool
+    checks: RecipientChecks
+    refusals: RefusalRecorder
 
-    def __init__(self, ttl: float = 10.0, capacity: int = 10_000) -> None:
-        self.ttl = ttl
-        self.capacity = capacity
-        self._until: dict[str, float] = {}
+    @classmethod
+    def for_server(cls, settings: Settings, pipeline: Pipeline) -> DoorShared:
+        def record(raw: RawMessage, reason: str, wait: float) -> None:
+            pipeline.record_refusal(raw, reason, wait=wait)
 
-    def __contains__(self, address: str) -> bool:
-        until = self._until.get(address)
-        return until is not None and until > time.monotonic()
+        spool = Spool(settings.spool_dir)
+        spool.remove_leftovers()
+        return cls(
+            InFlightBudget(settings.max_bytes_in_flight),
+            spool,
+            RecipientChecks(pipeline.check_recipient),
+            RefusalRecorder(record),
+        )
 
-    def add(self, address: str) -> None:
-        if len(self._until) >= self.capacity:
-            self._until.clear()
-        self._until[address] = time.monotonic() + self.ttl
+    async def close(self) -> None:
+        self.checks.close()
+        await self.refusals.close()
 
 
 class InboundHandler:
-    """aiosmtpd handler: RCPT checks and DATA delivery for one door."""
+    """aiosmtpd handler: MAIL and RCPT checks, and the answer to DATA, for one door."""
 
     def __init__(
         self,
         pipeline: Pipeline,
         source: Source,
         deliverer: Deliverer,
+        shared: DoorShared,
         max_recipients: int = 50,
+        delivery_deadline: float = DELIVERY_DEADLINE,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
-        self.max_recipients = max_recipients
         self.deliverer = deliverer
+        self.shared = shared
+        self.max_recipients = max_recipients
+        self.delivery_deadline = delivery_deadline
         self.accepted = AcceptedRecipients()
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if not self.shared.budget.has_room(size_hint(options)):
+            return str(replies.NO_ROOM_NOW)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return str(replies.OK_SENDER)
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return str(replies.TOO_MANY_RECIPIENTS)
+        if not self.shared.budget.has_room():
+            return str(replies.NO_ROOM_NOW)
         if normalize_recipient(address) in self.accepted:
             envelope.rcpt_tos.append(address)
             return str(replies.OK_RECIPIENT)
-        check = await asyncio.to_thread(self.pipeline.check_recipient, address)
+        check = await self.shared.checks.run(address)
+        if check is None:
+            return str(replies.TEMPORARY_FAILURE)
         if check.ok:
             self.accepted.add(check.address)
             envelope.rcpt_tos.append(address)
             return str(check.reply)
-        raw = self._raw(session, envelope, b"", (address,))
+        raw = self._raw(session, envelope, (address,))
         tally = session.refusals if isinstance(session, MailBridgeSession) else None
-        await asyncio.to_thread(self.pipeline.record_refused_rcpt, raw, check, tally)
+        for row in rows_for_refusal(tally, raw, check.address, str(check.reply)):
+            self.shared.refusals.record(*row)
         return str(check.reply)
 
-    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
-        self, server: SMTP, session: Session, envelope: Envelope
+    async def handle_exception(self, error: Exception) -> str:
+        """Any exception in a hook: ours, so a temporary failure in plain words."""
+        log.error("SMTP session error", exc_info=error)
+        return str(replies.TEMPORARY_FAILURE)
+
+    async def answer_data(
+        self, session: Session, envelope: Envelope, verdict: DataVerdict, message: SpoolWriter
     ) -> str:
-        data = envelope.original_content or b""
-        raw = self._raw(session, envelope, data, tuple(envelope.rcpt_tos))
+        """The answer to a DATA read to its end: delivered, or why not."""
+        if verdict is DataVerdict.TOO_BIG:
+            message.discard()
+            self.record_oversize(session, envelope)
+            return self.to_all(envelope, replies.TOO_BIG)
+        if verdict is DataVerdict.NO_ROOM:
+            message.discard()
+            log.warning("a message from %s was refused: %s", envelope.mail_from, verdict.value)
+            return self.to_all(envelope, replies.NO_ROOM_FOR_DATA)
+        item = message.finish(self._mail_envelope(session, envelope), self.source)
         try:
-            report = await self.deliverer.deliver(raw)
+            async with asyncio.timeout(self.delivery_deadline):
+                report = await self.deliverer.deliver(item)
+        except TimeoutError:
+            log.error("no delivery within %.0f s; the client will retry", self.delivery_deadline)
+            return self.to_all(envelope, replies.TEMPORARY_FAILURE)
         except Exception:
             log.exception("delivery failed before any group was reached")
-            return self._all(envelope, str(replies.TEMPORARY_FAILURE))
+            return self.to_all(envelope, replies.TEMPORARY_FAILURE)
+        finally:
+            release_delivery(item)
         return self._answer(envelope, report)
 
     def record_oversize(self, session: Session, envelope: Envelope) -> None:
-        raw = self._raw(session, envelope, b"", tuple(envelope.rcpt_tos))
-        self.pipeline.record_refusal(raw, f"message larger than the limit: {replies.TOO_BIG}")
+        raw = self._raw(session, envelope, tuple(envelope.rcpt_tos))
+        self.shared.refusals.record(raw, f"message larger than the limit: {replies.TOO_BIG}")
+
+    def to_all(self, envelope: Envelope, reply: Reply) -> str:
+        """`reply` as the answer after DATA: once, or once per recipient in LMTP."""
+        if self.source is not Source.LMTP or not envelope.rcpt_tos:
+            return str(reply)
+        return "\r\n".join(str(reply) for _ in envelope.rcpt_tos)
 
     def _answer(self, envelope: Envelope, report: DeliveryReport) -> str:
         if self.source is not Source.LMTP:
@@ -115,18 +178,16 @@ class InboundHandler:
             lines.append(str(outcome.reply if outcome else replies.UNKNOWN_RECIPIENT))
         return "\r\n".join(lines)
 
-    def _all(self, envelope: Envelope, reply: str) -> str:
-        if self.source is not Source.LMTP:
-            return reply
-        return "\r\n".join(reply for _ in envelope.rcpt_tos)
+    def _raw(self, session: Session, envelope: Envelope, rcpts: tuple[str, ...]) -> RawMessage:
+        return RawMessage(b"", self._mail_envelope(session, envelope, rcpts), self.source)
 
-    def _raw(
-        self, session: Session, envelope: Envelope, data: bytes, rcpts: tuple[str, ...]
-    ) -> RawMessage:
+    def _mail_envelope(
+        self, session: Session, envelope: Envelope, rcpts: tuple[str, ...] | None = None
+    ) -> MailEnvelope:
         peer = session.peer
         remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
-        mail_from = envelope.mail_from or ""
-        return RawMessage(data, MailEnvelope(mail_from, rcpts, remote), self.source)
+        recipients = tuple(envelope.rcpt_tos) if rcpts is None else rcpts
+        return MailEnvelope(envelope.mail_from or "", recipients, remote)
 
 
 class MailBridgeSession(Session):
@@ -137,58 +198,74 @@ class MailBridgeSession(Session):
         self.refusals = RefusalTally()
 
 
-class _RefusalSummaryMixin:
-    """Sessions are `MailBridgeSession`s; when one ends, the refusals it only
-    counted are written as one row (see pipeline.refusals)."""
+class MailBridgeSMTP(SMTP):
+    """aiosmtpd's SMTP with our DATA reader, enhanced status codes, and
+    sessions that count their refused RCPTs (one summary row when they end:
+    see pipeline.refusals)."""
 
-    event_handler: Any
-    session: Session | None
-    loop: asyncio.AbstractEventLoop
+    line_length_limit = READ_LIMIT
 
     def _create_session(self) -> Session:
         return MailBridgeSession(self.loop)
 
     def connection_lost(self, error: Exception | None) -> None:
-        super().connection_lost(error)  # type: ignore[misc]
+        super().connection_lost(error)
         handler, session = self.event_handler, self.session
         if isinstance(handler, InboundHandler) and isinstance(session, MailBridgeSession):
-            self.loop.run_in_executor(None, _write_summary, handler.pipeline, session.refusals)
-
-
-def _write_summary(pipeline: Pipeline, tally: RefusalTally) -> None:
-    try:
-        pipeline.record_refusal_summary(tally)
-    except Exception:
-        log.exception("cannot record the summary of a session's refused recipients")
-
-
-class _OversizeMixin:
-    """Rewrites aiosmtpd's bare 552 into 552 5.3.4 and records the refusal."""
-
-    event_handler: Any
-    session: Session | None
-    envelope: Envelope | None
+            summary = session.refusals.take_summary()
+            if summary is not None:
+                handler.shared.refusals.record(*summary)
 
     async def push(self, status: str | bytes) -> None:
-        encoded = status.encode("ascii", "replace") if isinstance(status, str) else status
+        encoded = status.encode("utf-8", "replace") if isinstance(status, str) else status
+        if encoded.startswith(AIOSMTPD_LINE_TOO_LONG):
+            encoded = str(replies.LINE_TOO_LONG).encode()
+        elif encoded.startswith(AIOSMTPD_TOO_BIG):  # a SIZE= at MAIL over the limit
+            if self.session is not None and self.envelope is not None:
+                self._handler().record_oversize(self.session, self.envelope)
+            encoded = str(replies.TOO_BIG).encode()
+        await super().push(encoded)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command name
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        assert self.session is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        answer = await self._receive_and_answer(self._handler(), self.session, self.envelope)
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(answer)
+
+    async def _receive_and_answer(
+        self, handler: InboundHandler, session: Session, envelope: Envelope
+    ) -> str:
+        message = handler.shared.spool.writer()
+        claim = handler.shared.budget.claim()
+        try:
+            verdict = await receive_data(self._reader, message, self.data_size_limit, claim)
+            return await handler.answer_data(session, envelope, verdict, message)
+        except (asyncio.CancelledError, ConnectionError):
+            message.discard()
+            raise
+        except Exception:
+            message.discard()
+            log.exception("receiving a message from %s failed", envelope.mail_from)
+            return handler.to_all(envelope, replies.TEMPORARY_FAILURE)
+        finally:
+            claim.release()
+
+    def _handler(self) -> InboundHandler:
         handler = self.event_handler
-        if encoded.startswith(AIOSMTPD_TOO_BIG) and isinstance(handler, InboundHandler):
-            status = await self._refuse_oversize(handler)
-        await super().push(status)  # type: ignore[misc]
-
-    async def _refuse_oversize(self, handler: InboundHandler) -> str:
-        if self.session is not None and self.envelope is not None:
-            await asyncio.to_thread(handler.record_oversize, self.session, self.envelope)
-        rcpts = self.envelope.rcpt_tos if self.envelope is not None else []
-        if handler.source is Source.LMTP and rcpts:
-            # RFC 2033 §4.2: one reply per recipient after DATA.
-            return "\r\n".join(str(replies.TOO_BIG) for _ in rcpts)
-        return str(replies.TOO_BIG)
+        assert isinstance(handler, InboundHandler)
+        return handler
 
 
-class MailBridgeSMTP(_RefusalSummaryMixin, _OversizeMixin, SMTP):
-    pass
-
-
-class MailBridgeLMTP(_RefusalSummaryMixin, _OversizeMixin, LMTP):
+class MailBridgeLMTP(MailBridgeSMTP, LMTP):
     pass

@@ -9,8 +9,13 @@ Deliveries are batched (group commit): each of `lanes` runners takes every
 message waiting when it becomes free and hands them to one
 `Pipeline.deliver_batch`, one transaction and one commit for all. Under load
 the batches grow by themselves; an idle server delivers each message alone,
-at once. A worker that dies makes its batch a temporary failure (the clients
-retry; nothing was committed) and the pool is rebuilt.
+at once. A batch is bounded in bytes too, so that large messages are
+parsed a few at a time. A worker that dies makes its batch a temporary
+failure (the clients retry; nothing was committed) and the pool is rebuilt.
+
+A large message crosses to a worker as the name of its spool file
+(`SpooledMessage`), which the worker reads itself, instead of as a pickled
+copy of its bytes.
 """
 
 from __future__ import annotations
@@ -24,26 +29,32 @@ from concurrent.futures.process import BrokenProcessPool
 
 from feed.db import Database
 from mailbridge.config import Settings
-from mailbridge.pipeline.deliver import DeliveryReport, Pipeline
+from mailbridge.heap import TRIM_AFTER_BYTES, release_free_memory
+from mailbridge.pipeline.deliver import TEMPORARY, DeliveryReport, Pipeline
+from mailbridge.pipeline.route import normalize_recipient
 from mailbridge.pipeline.types import RawMessage
 from mailbridge.runtime import make_pipeline
+from mailbridge.spool import Delivery, delivery_size, load_delivery
 
 log = logging.getLogger(__name__)
 
 # Enough to amortise a commit, small enough that a batch's slowest message
 # does not hold the others' answers for long.
 MAX_BATCH = 32
+# A batch takes more messages only while it holds fewer bytes than this:
+# every message of a batch is parsed before any is written.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 # Runners when deliveries run in threads of this process.
 THREAD_LANES = 2
 
-BatchRunner = Callable[[Sequence[RawMessage]], Awaitable[list[DeliveryReport]]]
+BatchRunner = Callable[[Sequence[Delivery]], Awaitable[list[DeliveryReport]]]
 
 # The pipeline of this worker process, built once by `_start_worker`. A
 # process pool's initializer can only hand state to later tasks this way.
 _worker_pipeline: Pipeline | None = None
 
 
-_Queued = tuple[list[RawMessage], "asyncio.Future[list[DeliveryReport]]"]
+_Queued = tuple[list[Delivery], "asyncio.Future[list[DeliveryReport]]"]
 
 
 class Deliverer:
@@ -63,13 +74,16 @@ class Deliverer:
         self._queue: asyncio.Queue[_Queued] | None = None
         self._runners: list[asyncio.Task[None]] = []
 
-    async def deliver(self, raw: RawMessage) -> DeliveryReport:
+    async def deliver(self, raw: Delivery) -> DeliveryReport:
         """The report for `raw`, once its batch is committed (or failed)."""
-        return (await self.deliver_together([raw]))[0]
+        return (await self._submit([raw]))[0]
 
     async def deliver_together(self, raws: Sequence[RawMessage]) -> list[DeliveryReport]:
         """Reports for `raws`, delivered in one batch (so in one transaction,
         in this order): an IMAP folder's cursor moves over them together."""
+        return await self._submit(raws)
+
+    async def _submit(self, raws: Sequence[Delivery]) -> list[DeliveryReport]:
         queue = self._started()
         answer: asyncio.Future[list[DeliveryReport]] = asyncio.get_running_loop().create_future()
         queue.put_nowait((list(raws), answer))
@@ -93,10 +107,10 @@ class Deliverer:
     async def _run(self, queue: asyncio.Queue[_Queued]) -> None:
         while True:
             batch = [await queue.get()]
-            size = len(batch[0][0])
-            while size < self.max_batch and not queue.empty():
+            size, octets = len(batch[0][0]), _octets(batch[0][0])
+            while size < self.max_batch and octets < MAX_BATCH_BYTES and not queue.empty():
                 batch.append(queue.get_nowait())
-                size += len(batch[-1][0])
+                size, octets = size + len(batch[-1][0]), octets + _octets(batch[-1][0])
             raws = [raw for group, _ in batch for raw in group]
             try:
                 reports = await self.run_batch(raws)
@@ -135,7 +149,7 @@ class WorkerPool:
             pool.submit(_ready)
         return pool
 
-    async def deliver_batch(self, raws: Sequence[RawMessage]) -> list[DeliveryReport]:
+    async def deliver_batch(self, raws: Sequence[Delivery]) -> list[DeliveryReport]:
         loop = asyncio.get_running_loop()
         pool = self.pool
         try:
@@ -157,8 +171,8 @@ def process_deliverer(settings: Settings, processes: int) -> Deliverer:
 
 
 def thread_deliverer(pipeline: Pipeline) -> Deliverer:
-    async def run(raws: Sequence[RawMessage]) -> list[DeliveryReport]:
-        return await asyncio.to_thread(pipeline.deliver_batch, raws)
+    async def run(raws: Sequence[Delivery]) -> list[DeliveryReport]:
+        return await asyncio.to_thread(_deliver_and_trim, pipeline, raws)
 
     return Deliverer(run, lanes=THREAD_LANES)
 
@@ -178,7 +192,46 @@ def _ready() -> None:
     return None
 
 
-def _deliver_in_worker(raws: list[RawMessage]) -> list[DeliveryReport]:
+def _deliver_in_worker(raws: list[Delivery]) -> list[DeliveryReport]:
     if _worker_pipeline is None:
         raise RuntimeError("delivery worker started without its pipeline")
-    return _worker_pipeline.deliver_batch(raws)
+    return _deliver_and_trim(_worker_pipeline, raws)
+
+
+def _deliver_and_trim(pipeline: Pipeline, items: Sequence[Delivery]) -> list[DeliveryReport]:
+    """`deliver_items`, then, after large messages (whose parsed copies are
+    gone by now), the freed memory back to the system."""
+    reports = deliver_items(pipeline, items)
+    if _octets(items) >= TRIM_AFTER_BYTES:
+        release_free_memory()
+    return reports
+
+
+def deliver_items(pipeline: Pipeline, items: Sequence[Delivery]) -> list[DeliveryReport]:
+    """Read the spooled messages of a batch (here, in the delivering process)
+    and deliver them. One whose spool file is gone (its client was answered
+    already, as a temporary failure) is deferred; the others go on."""
+    loaded = [_load(item) for item in items]
+    readable = [raw for raw in loaded if raw is not None]
+    delivered = iter(pipeline.deliver_batch(readable) if readable else [])
+    return [
+        next(delivered) if raw is not None else _deferred(item)
+        for item, raw in zip(items, loaded, strict=True)
+    ]
+
+
+def _load(item: Delivery) -> RawMessage | None:
+    try:
+        return load_delivery(item)
+    except OSError as exc:
+        log.warning("a spooled message cannot be read (%s); its client retries", exc)
+        return None
+
+
+def _deferred(item: Delivery) -> DeliveryReport:
+    recipients = (normalize_recipient(r) for r in item.envelope.rcpt_tos)
+    return DeliveryReport(dict.fromkeys(recipients, TEMPORARY))
+
+
+def _octets(items: Sequence[Delivery]) -> int:
+    return sum(delivery_size(item) for item in items)

@@ -30,7 +30,6 @@ from mailbridge.pipeline.journal import Journal
 from mailbridge.pipeline.mailbox import advance_cursors, count_attempts, settle
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
-from mailbridge.pipeline.refusals import RefusalTally
 from mailbridge.pipeline.refused_raw import keep_refused, unnamed_blobs
 from mailbridge.pipeline.route import (
     RecipientCheck,
@@ -123,32 +122,19 @@ class Pipeline:
     # What a refused message keeps of its raw bytes (see pipeline.refused_raw).
     refused_raw_bytes: int = 64 * 1024
 
-    def check_recipient(self, address: str) -> RecipientCheck:
-        with self.db.reader() as session:
+    def check_recipient(self, address: str, wait: float | None = None) -> RecipientCheck:
+        """The RCPT answer for `address`, waiting at most `wait` s for a lock."""
+        with self.db.reader(wait) as session:
             return check_recipient(session.connection(), address, self.local_domains)
 
-    def record_refusal(self, raw: RawMessage, reason: str, size: int = 0) -> None:
+    def record_refusal(
+        self, raw: RawMessage, reason: str, size: int = 0, wait: float | None = None
+    ) -> None:
         """Log a message refused before its content was accepted (RCPT, size)."""
         journal = Journal()
         journal.received(raw, None, None, InboundStatus.REJECTED, reason, size=size)
-        with self.db.transaction() as session:
+        with self.db.transaction(wait) as session:
             journal.write(session.connection())
-
-    def record_refused_rcpt(
-        self, raw: RawMessage, check: RecipientCheck, tally: RefusalTally | None = None
-    ) -> None:
-        """A refused RCPT: a row of its own for a session's first few, then
-        counted in the session's summary row (see pipeline.refusals)."""
-        if tally is None or tally.admit(raw, check.address, str(check.reply)):
-            self.record_refusal(raw, f"RCPT {check.address}: {check.reply}")
-        elif tally.due:
-            self.record_refusal_summary(tally)
-
-    def record_refusal_summary(self, tally: RefusalTally) -> None:
-        """The row for the refusals `tally` counted since its last one, if any."""
-        summary = tally.take_summary()
-        if summary is not None:
-            self.record_refusal(*summary)
 
     def give_up(self, raw: RawMessage, reason: str) -> None:
         """Record a mailbox message that failed too often: refused, raw bytes

@@ -74,3 +74,16 @@ class RefusalTally:
             f"rather than logged one by one: {replies} (addresses: {named})"
         )
         return raw, reason
+
+
+def rows_for_refusal(
+    tally: RefusalTally | None, raw: RawMessage, address: str, reply: str
+) -> list[tuple[RawMessage, str]]:
+    """The inbound-log rows (message, reason) one refused RCPT makes now:
+    its own, a summary of those counted before it, or none."""
+    if tally is None or tally.admit(raw, address, reply):
+        return [(raw, f"RCPT {address}: {reply}")]
+    if tally.due:
+        summary = tally.take_summary()
+        return [summary] if summary is not None else []
+    return []

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -13,6 +14,9 @@ import pytest
 from mailbridge.config import Settings
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.server import MailServers, start_mail_servers
+from mailbridge.smtp import DELIVERY_DEADLINE
+from mailbridge.workers import Deliverer
+from tests.conftest import Factory
 
 
 @dataclass(frozen=True)
@@ -21,15 +25,26 @@ class Served:
     lmtp_port: int
 
 
-@pytest.fixture
-def served(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
-    """The real SMTP and LMTP listeners, in an event loop on a background thread."""
+@contextmanager
+def serving(
+    settings: Settings,
+    pipeline: Pipeline,
+    deliverer: Deliverer | None = None,
+    delivery_deadline: float = DELIVERY_DEADLINE,
+) -> Iterator[Served]:
+    """The real SMTP and LMTP listeners, in an event loop on a background
+    thread (with `deliverer`, closed with them, when one is given)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     started: Future[MailServers] = asyncio.run_coroutine_threadsafe(
         start_mail_servers(
-            settings, pipeline, smtp=settings.smtp_listen, lmtp=settings.lmtp_listen
+            settings,
+            pipeline,
+            smtp=settings.smtp_listen,
+            lmtp=settings.lmtp_listen,
+            deliverer=deliverer,
+            delivery_deadline=delivery_deadline,
         ),
         loop,
     )
@@ -38,7 +53,28 @@ def served(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
     try:
         yield Served(smtp_port, lmtp_port)
     finally:
-        asyncio.run_coroutine_threadsafe(servers.close(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(servers.close(), loop).result(timeout=30)
+        if deliverer is not None:
+            asyncio.run_coroutine_threadsafe(deliverer.close(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+@pytest.fixture
+def served(settings: Settings, pipeline: Pipeline) -> Iterator[Served]:
+    """The real SMTP and LMTP listeners of `settings`."""
+    with serving(settings, pipeline) as served:
+        yield served
+
+
+@pytest.fixture
+def eng(make: Factory) -> Factory:
+    """Alice and Bob, members of group eng, bound to eng@company.example."""
+    make.user("alice@company.example", "Alice Martin")
+    make.user("bob@company.example", "Bob Stone")
+    make.group("eng")
+    make.member("eng", "alice@company.example")
+    make.member("eng", "bob@company.example")
+    make.binding("eng@company.example", "eng")
+    return make

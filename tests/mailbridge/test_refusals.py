@@ -12,7 +12,7 @@ from feed.db import Database
 from feed.inbound import InboundLog
 from mailbridge import replies
 from mailbridge.pipeline.deliver import Pipeline
-from mailbridge.pipeline.refusals import DETAILED, RefusalTally
+from mailbridge.pipeline.refusals import DETAILED, RefusalTally, rows_for_refusal
 from mailbridge.pipeline.route import RecipientCheck
 from mailbridge.pipeline.types import Envelope, RawMessage, Source
 from tests.conftest import Factory
@@ -74,10 +74,13 @@ def test_a_long_session_writes_a_summary_every_so_many_refusals(
         address = f"user{n}@company.example"
         raw = RawMessage(b"", Envelope("mallory@evil.example", (address,)), Source.SMTP)
         check = RecipientCheck(address, replies.UNKNOWN_RECIPIENT)
-        pipeline.record_refused_rcpt(raw, check, tally)
+        for row in rows_for_refusal(tally, raw, check.address, str(check.reply)):
+            pipeline.record_refusal(*row)
     assert len(reasons(db)) == 2 + 2  # two of their own, two summaries of three
-    pipeline.record_refusal_summary(tally)  # the session ends: the last two
-    pipeline.record_refusal_summary(tally)  # and nothing is written twice
+    summary = tally.take_summary()  # the session ends: the last two
+    assert summary is not None
+    pipeline.record_refusal(*summary)
+    assert tally.take_summary() is None  # and nothing is written twice
     found = reasons(db)
     assert len(found) == 5
     assert accounted(found) == 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import smtplib
+import time
 from email.message import EmailMessage
 
 import pytest
@@ -15,7 +16,7 @@ from feed.inbound import InboundLog
 from feed.posts import Post
 from feed.threads import Thread
 from mailbridge.config import Settings
-from mailbridge.smtp import AcceptedRecipients
+from mailbridge.recipients import AcceptedRecipients
 from tests.conftest import Factory
 from tests.mailbridge.conftest import Served
 
@@ -40,20 +41,18 @@ def make_mail(
     return msg
 
 
-@pytest.fixture
-def eng(make: Factory) -> Factory:
-    make.user("alice@company.example", "Alice Martin")
-    make.user("bob@company.example", "Bob Stone")
-    make.group("eng")
-    make.member("eng", "alice@company.example")
-    make.member("eng", "bob@company.example")
-    make.binding("eng@company.example", "eng")
-    return make
-
-
-def count(db: Database, model: type[Post] | type[Thread]) -> int:
+def count(db: Database, model: type[Post] | type[Thread] | type[InboundLog]) -> int:
     with db.reader() as session:
         return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def wait_for_log(db: Database, rows: int = 1, timeout: float = 10) -> None:
+    """Refusals are recorded in the background, after the answer."""
+    deadline = time.monotonic() + timeout
+    while count(db, InboundLog) < rows:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {rows} inbound log row(s) after {timeout} s")
+        time.sleep(0.05)
 
 
 def smtp(served: Served) -> smtplib.SMTP:
@@ -109,6 +108,7 @@ def test_it_rejects_unknown_local_recipient_at_rcpt(
         client.mail("alice@company.example")
         code, text = client.rcpt("nobody@company.example")
     assert (code, text[:5]) == (550, b"5.1.1")
+    wait_for_log(db)
     with db.reader() as session:
         row = session.scalars(select(InboundLog)).one()
         assert row.status == "rejected"
@@ -171,6 +171,7 @@ def test_it_refuses_oversize_mail_with_552_and_records_it(
         client.send_message(big)
     assert "552" in str(caught.value)
     assert "5.3.4" in str(caught.value)
+    wait_for_log(db)
     with db.reader() as session:
         row = session.scalars(select(InboundLog)).one()
         assert row.status == "rejected"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -19,9 +20,16 @@ from feed.posts import Post
 from mailbridge.config import Settings
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.server import start_mail_servers
+from mailbridge.spool import IN_MEMORY_LIMIT
 from mailbridge.workers import process_deliverer
 from tests.conftest import Factory
 from tests.mailbridge.test_smtp import make_mail
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Room for a message larger than the spool's in-memory limit."""
+    return dataclasses.replace(settings, max_message_size=4 * IN_MEMORY_LIMIT)
 
 
 @pytest.fixture
@@ -61,6 +69,17 @@ def test_a_worker_process_delivers_and_answers_after_commit(
     with smtplib.SMTP("127.0.0.1", smtp_port_with_workers, timeout=60) as client:
         assert client.send_message(make_mail()) == {}
     assert posts(db) == 1
+
+
+def test_a_large_message_reaches_the_worker_through_the_spool(
+    smtp_port_with_workers: int, db: Database, settings: Settings
+) -> None:
+    mail = make_mail()
+    mail.add_attachment(os.urandom(2 * IN_MEMORY_LIMIT), "application", "octet-stream")
+    with smtplib.SMTP("127.0.0.1", smtp_port_with_workers, timeout=60) as client:
+        assert client.send_message(mail) == {}
+    assert posts(db) == 1
+    assert list(settings.spool_dir.iterdir()) == []  # removed once answered
 
 
 def test_a_killed_worker_is_a_451_and_the_retry_is_delivered(
