@@ -57,6 +57,20 @@ class ParsedMessage:
     headers: tuple[tuple[str, str], ...]
     defects: tuple[str, ...] = ()
     tree: email.message.Message | None = field(default=None, repr=False, compare=False)
+    # Every mailbox the From field names (`sender` is the first), and why the
+    # field is suspicious ("" when it is not): see pipeline/authors.py.
+    authors: tuple[Address, ...] = ()
+    from_warning: str = ""
+
+    def trusted_author(self) -> Address | None:
+        """The From mailbox whose identity a posting decision may rely on.
+
+        Like DMARC, which authenticates the From domain (RFC 7489 §6.6.1): a
+        From naming mailboxes in several domains names no one we can trust.
+        """
+        authors = self.authors or ((self.sender,) if self.sender else ())
+        domains = {a.email.rpartition("@")[2] for a in authors if a.email}
+        return self.sender if len(domains) <= 1 else None
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
