@@ -52,15 +52,15 @@ def authorize_sender(conn: Connection, message: ParsedMessage, route: Route) -> 
         if policy.needs_membership and user is not None and not membership:
             membership.append(is_member(conn, route.group_id, user.id))
         refusal = policy.refusal(email, is_member=bool(membership and membership[0]))
-        if refusal is not None and trusted is None and message.from_warning:
-            refusal = f"no author can be trusted ({message.from_warning})"
+        if refusal is not None and trusted is None:
+            refusal = "the From field names no author that can be trusted"
         return refusal
 
     refused: dict[str, Reject] = {}
     for recipient, policy in zip(route.recipients, route.policies, strict=True):
         refusal = refusal_of(policy)
         if refusal is not None:
-            refused[recipient] = _reject(policy, refusal)
+            refused[recipient] = _reject(policy, refusal, message.from_warning)
     if len(refused) == len(route.recipients):
         raise refused[min(refused)]  # the same whatever the RCPT order
     shown = trusted or sender
@@ -69,9 +69,12 @@ def authorize_sender(conn: Connection, message: ParsedMessage, route: Route) -> 
     return Authorization(Author(user.id if user else None, author_email, name), refused)
 
 
-def _reject(policy: SenderPolicy, refusal: str) -> Reject:
+def _reject(policy: SenderPolicy, refusal: str, from_warning: str) -> Reject:
     reply = Reply(replies.SENDER_REFUSED.code, replies.SENDER_REFUSED.status, _smtp_text(refusal))
-    return Reject(f"sender refused by {policy} policy: {refusal}", reply)
+    reason = f"sender refused by {policy} policy: {refusal}"
+    if from_warning:
+        reason += f" (suspicious From: {from_warning})"
+    return Reject(reason, reply)
 
 
 def _smtp_text(text: str) -> str:

@@ -21,6 +21,7 @@ from mailbridge.pipeline.fields import parse_address_list
 
 # Something a reader would take for an address, wherever it is written.
 _ADDRESS_LIKE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")  # RFC 2047, read decoded
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,10 @@ def _read_mailbox(mailbox: _Mailbox, warnings: list[str], defects: list[str]) ->
         return parsed
     named = [a for a in parsed if a.email == actual]
     display = named[0].name if named else ""
-    # The decoded display name when the parser found the mailbox; the raw
-    # text before the address when it misread it (`carol@x <eve@y>`).
-    shown = {a.lower() for a in _ADDRESS_LIKE.findall(display if named else mailbox.display)}
+    # The decoded display name, and the raw text before the address (which
+    # the parser may have misread, `carol@x <eve@y>`, or kept as a comment).
+    raw_display = _ENCODED_WORD.sub(" ", mailbox.display)
+    shown = {a.lower() for a in _ADDRESS_LIKE.findall(f"{display} {raw_display}")}
     if shown - {actual}:
         warnings.append(f"display text {', '.join(sorted(shown))} is not the address {actual}")
         return [Address(actual)]
