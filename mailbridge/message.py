@@ -62,15 +62,16 @@ class ParsedMessage:
     authors: tuple[Address, ...] = ()
     from_warning: str = ""
 
-    def trusted_author(self) -> Address | None:
-        """The From mailbox whose identity a posting decision may rely on.
+    def trusted_authors(self) -> tuple[Address, ...]:
+        """The From addresses a posting decision may rely on.
 
-        Like DMARC, which authenticates the From domain (RFC 7489 §6.6.1): a
-        From naming mailboxes in several domains names no one we can trust.
+        Like DMARC, which authenticates the From domain (RFC 7489 §6.6.1):
+        all of them when they share one domain, none when they are in several.
         """
         authors = self.authors or ((self.sender,) if self.sender else ())
-        domains = {a.email.rpartition("@")[2] for a in authors if a.email}
-        return self.sender if len(domains) <= 1 else None
+        with_address = tuple(a for a in authors if a.email)
+        domains = {a.email.rpartition("@")[2] for a in with_address}
+        return with_address if len(domains) <= 1 else ()
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""

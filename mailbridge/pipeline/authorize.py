@@ -42,31 +42,61 @@ class Authorization:
 
 def authorize_sender(conn: Connection, message: ParsedMessage, route: Route) -> Authorization:
     """Who posts, and which recipients refuse; `Reject` when all of them do."""
-    sender = message.sender
-    trusted = message.trusted_author()
-    email = trusted.email if trusted else ""
-    user = conn.execute(USER_BY_ADDRESS, {"address": email.lower()}).first() if email else None
-    membership: list[bool] = []  # asked at most once, and only if a policy needs it
-
-    def refusal_of(policy: SenderPolicy) -> str | None:
-        if policy.needs_membership and user is not None and not membership:
-            membership.append(is_member(conn, route.group_id, user.id))
-        refusal = policy.refusal(email, is_member=bool(membership and membership[0]))
-        if refusal is not None and trusted is None:
-            refusal = "the From field names no author that can be trusted"
-        return refusal
-
+    judge = _Judge(conn, route.group_id, message)
     refused: dict[str, Reject] = {}
     for recipient, policy in zip(route.recipients, route.policies, strict=True):
-        refusal = refusal_of(policy)
+        refusal = judge.refusal(policy)
         if refusal is not None:
             refused[recipient] = _reject(policy, refusal, message.from_warning)
     if len(refused) == len(route.recipients):
         raise refused[min(refused)]  # the same whatever the RCPT order
-    shown = trusted or sender
-    author_email = shown.email if shown else ""
-    name = (user.name if user else "") or (shown.name if shown else "") or author_email
-    return Authorization(Author(user.id if user else None, author_email, name), refused)
+    return Authorization(judge.author(), refused)
+
+
+class _Judge:
+    """The sender's standing in one group, each answer asked of the database once.
+
+    Every trusted From address must be admitted: in a From list one member
+    may not vouch for the others (and with no trusted address, no one is).
+    """
+
+    def __init__(self, conn: Connection, group_id: int, message: ParsedMessage) -> None:
+        self.conn, self.group_id, self.message = conn, group_id, message
+        self.authors = message.trusted_authors()
+        self.untrusted = not self.authors and bool(message.from_warning)
+        self.users = {
+            a.email: conn.execute(USER_BY_ADDRESS, {"address": a.email.lower()}).first()
+            for a in self.authors
+        }
+        self.members: dict[int, bool] = {}
+
+    def refusal(self, policy: SenderPolicy) -> str | None:
+        if not self.authors:
+            refusal = policy.refusal("", is_member=False)
+            if refusal is not None and self.untrusted:
+                return "the From field names no author that can be trusted"
+            return refusal
+        for author in self.authors:
+            user = self.users[author.email]
+            member = policy.needs_membership and user is not None and self._is_member(user.id)
+            refusal = policy.refusal(author.email, is_member=member)
+            if refusal is not None:
+                return refusal
+        return None
+
+    def author(self) -> Author:
+        """The first trusted From address (linked to its user), else the
+        first address as written, linked to no one."""
+        shown = self.authors[0] if self.authors else self.message.sender
+        user = self.users.get(shown.email) if shown and self.authors else None
+        email = shown.email if shown else ""
+        name = (user.name if user else "") or (shown.name if shown else "") or email
+        return Author(user.id if user else None, email, name)
+
+    def _is_member(self, user_id: int) -> bool:
+        if user_id not in self.members:
+            self.members[user_id] = is_member(self.conn, self.group_id, user_id)
+        return self.members[user_id]
 
 
 def _reject(policy: SenderPolicy, refusal: str, from_warning: str) -> Reject:

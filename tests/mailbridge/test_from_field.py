@@ -20,10 +20,10 @@ from mailbridge.pipeline.types import Envelope, RawMessage, Source
 from tests.conftest import Factory
 
 
-def parsed_from(value: str) -> tuple[Address | None, str, Address | None]:
+def parsed_from(value: str) -> tuple[Address | None, str, tuple[Address, ...]]:
     parsed = parse_message(f"From: {value}\nSubject: x\n\nbody\n".encode())
     assert parsed.from_warning == "" or f"suspicious From: {parsed.from_warning}" in parsed.defects
-    return parsed.sender, parsed.from_warning, parsed.trusted_author()
+    return parsed.sender, parsed.from_warning, parsed.trusted_authors()
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,8 @@ def parsed_from(value: str) -> tuple[Address | None, str, Address | None]:
 )
 def test_a_display_text_that_is_another_address_is_never_the_author(value: str) -> None:
     sender, warning, trusted = parsed_from(value)
-    assert sender == trusted == Address("eve@other.example")  # the display text is dropped
+    assert sender == Address("eve@other.example")  # the display text is dropped
+    assert trusted == (sender,)
     assert warning == "display text carol@company.example is not the address eve@other.example"
 
 
@@ -49,19 +50,20 @@ def test_a_display_text_that_is_another_address_is_never_the_author(value: str) 
 def test_several_from_domains_trust_no_author(value: str) -> None:
     sender, warning, trusted = parsed_from(value)
     assert sender == Address("carol@company.example")
-    assert trusted is None
+    assert trusted == ()
     assert warning == "From names several addresses: carol@company.example, eve@other.example"
 
 
-def test_several_from_addresses_in_one_domain_are_suspicious_but_the_domain_is_known() -> None:
+def test_several_from_addresses_in_one_domain_are_suspicious_and_all_judged() -> None:
     sender, warning, trusted = parsed_from("carol@company.example, eve@company.example")
-    assert sender == trusted == Address("carol@company.example")
+    assert sender == Address("carol@company.example")
+    assert trusted == (sender, Address("eve@company.example"))
     assert warning.startswith("From names several addresses")
 
 
 def test_two_from_fields_are_suspicious() -> None:
     parsed = parse_message(b"From: carol@company.example\nFrom: eve@other.example\n\nbody\n")
-    assert parsed.trusted_author() is None
+    assert parsed.trusted_authors() == ()
     assert parsed.from_warning.startswith("several From fields")
 
 
@@ -79,7 +81,7 @@ CAROL = "carol@company.example"
     ],
 )
 def test_ordinary_from_fields_are_not_suspicious(value: str, expected: Address) -> None:
-    assert parsed_from(value) == (expected, "", expected)
+    assert parsed_from(value) == (expected, "", (expected,) if expected.email else ())
 
 
 # Through the pipeline: the members-only door goes by the real address.
@@ -106,6 +108,7 @@ def send(pipeline: Pipeline, from_: str, to: str) -> str:
 
 DISPLAY = "display text carol@company.example is not the address eve@other.example"
 NOT_A_MEMBER = "eve@other.example is not a member"
+SAME = "From names several addresses: carol@company.example, eve@company.example"
 BOTH = "From names several addresses: carol@company.example, eve@other.example"
 
 
@@ -115,6 +118,7 @@ BOTH = "From names several addresses: carol@company.example, eve@other.example"
         ("carol@company.example <eve@other.example>", NOT_A_MEMBER, DISPLAY),
         ("<carol@company.example> <eve@other.example>", NOT_A_MEMBER, DISPLAY),
         ("carol@company.example, eve@other.example", "the From field names no author", BOTH),
+        ("carol@company.example, eve@company.example", "eve@company.example is not", SAME),
     ],
 )
 def test_a_forged_member_is_refused_and_the_suspicion_recorded(
