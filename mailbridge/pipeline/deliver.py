@@ -3,9 +3,8 @@
 parse → classify → extract (pure, outside the database lock), then route →
 authorize → thread → persist in one write transaction for a batch of
 messages (written again with a savepoint per message and group if any of
-them fails). A person's message (of some size) that no route would take from
-its sender is never extracted (a read-only look first), so a stranger's mail
-costs little whatever its shape. Mail to postmaster@ is kept for the admins. Stage stops
+them fails). A message no route would take from its sender is not extracted
+(see precheck.py); mail to postmaster@ is kept for the admins. Stage stops
 become recorded outcomes; an unexpected error becomes a temporary failure
 (the sender retries), never a lost message.
 """
@@ -32,6 +31,7 @@ from mailbridge.pipeline.journal import Journal
 from mailbridge.pipeline.mailbox import advance_cursors, count_attempts, settle
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
+from mailbridge.pipeline.precheck import PRECHECK_MIN_BYTES, sender_may_post
 from mailbridge.pipeline.route import (
     RecipientCheck,
     Route,
@@ -66,10 +66,6 @@ DEFAULT_REPLIES = {
 
 TEMPORARY = Outcome(None, "temporary failure", replies.TEMPORARY_FAILURE)
 FOR_POSTMASTER = "for the postmaster: kept for the administrators"
-# Below this size extracting a message costs about what the sender pre-check
-# does (a read transaction, 2-4 statements: +0.3-0.5 ms a message measured
-# with bench/pipeline.py), so small mail skips the check; poison is large.
-PRECHECK_MIN_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -204,7 +200,8 @@ class Pipeline:
                 message, own_domains=self.local_domains, loop_header_value=self.loop_marker
             )
             if kind.kind is not MailKind.PERSON or (
-                len(raw.data) >= PRECHECK_MIN_BYTES and not self._may_be_posted(raw, message)
+                len(raw.data) >= PRECHECK_MIN_BYTES
+                and not sender_may_post(self.db, raw.envelope.rcpt_tos, message)
             ):
                 return Prepared(raw, stored, message, message_id, kind, None, ())
             content = extract_content(message)
@@ -213,30 +210,6 @@ class Pipeline:
             log.exception("preparing a message from %s failed", raw.envelope.mail_from)
             return None
         return Prepared(raw, stored, message, message_id, kind, content, parts)
-
-    def _may_be_posted(self, raw: RawMessage, message: ParsedMessage) -> bool:
-        """Whether any route of the envelope may take the message from its
-        sender: a read-only look before the costly extraction. The write
-        transaction decides again (and records); if this look fails, the
-        message is extracted as before."""
-        try:
-            with self.db.reader() as session:
-                conn = session.connection()
-                routes = route_messages(conn, [raw.envelope.rcpt_tos])[0]
-                if routes is None:
-                    return True
-                for route in routes:
-                    if any(policy.admits_anyone for policy in route.policies):
-                        return True  # no query needed
-                    try:
-                        authorize_sender(conn, message, route)
-                    except Reject:
-                        continue
-                    return True
-                return False
-        except Exception:
-            log.exception("the sender pre-check failed; extracting the message anyway")
-            return True
 
     def _write(
         self,

@@ -1,6 +1,6 @@
 """The sender policy is checked before extraction: a stranger's mail to a
 members-only address is refused without its content ever being extracted
-(for mail large enough to be worth the check: PRECHECK_MIN_BYTES)."""
+(mail large enough to be worth the check: precheck.PRECHECK_MIN_BYTES)."""
 
 from __future__ import annotations
 
