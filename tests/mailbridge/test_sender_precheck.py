@@ -90,3 +90,14 @@ def test_mail_some_route_takes_is_extracted_once(pipeline: Pipeline, extracted: 
     assert stranger.outcomes[OPEN].accepted
     assert stranger.outcomes[MEMBERS_ONLY].reply.code == 550
     assert extracted == ["member", "mixed"]
+
+
+def test_a_sender_admitted_since_the_pre_check_is_deferred_not_posted_empty(
+    pipeline: Pipeline, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if Alice became a member between the pre-check and the write.
+    monkeypatch.setattr(deliver_module, "sender_may_post", lambda *_: False)
+    report = pipeline.deliver(raw("alice@company.example", "late", MEMBERS_ONLY, body=PROSE))
+    assert report.outcomes[MEMBERS_ONLY].deferred
+    with db.reader() as session:
+        assert session.scalar(select(InboundLog.id)) is None  # nothing recorded: a retry comes
