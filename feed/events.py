@@ -18,7 +18,6 @@ from feed.base import Base, UTCDateTime, utcnow
 
 class EventKind(enum.StrEnum):
     POST_CREATED = "post.created"
-    THREADS_MERGED = "threads.merged"
 
 
 class Event(Base):

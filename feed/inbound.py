@@ -16,6 +16,9 @@ class InboundStatus(enum.StrEnum):
     REJECTED = "rejected"
     HELD = "held"
     IGNORED = "ignored"
+    # For the administrators: mail to postmaster@ a local domain (RFC 5321
+    # §4.5.1), kept with its raw bytes, never posted to a group.
+    POSTMASTER = "postmaster"
 
 
 class InboundLog(Base):

@@ -22,6 +22,11 @@ class SenderPolicy:
         return f"domain:{self.domain}" if self.kind == "domain" else self.kind
 
     @property
+    def admits_anyone(self) -> bool:
+        """Whether `refusal` is always None (no need to ask anything)."""
+        return self.kind == "anyone"
+
+    @property
     def needs_membership(self) -> bool:
         """Whether `refusal` depends on `is_member` (saves a query when not)."""
         return self.kind != "anyone"

@@ -57,6 +57,21 @@ class ParsedMessage:
     headers: tuple[tuple[str, str], ...]
     defects: tuple[str, ...] = ()
     tree: email.message.Message | None = field(default=None, repr=False, compare=False)
+    # Every mailbox the From field names (`sender` is the first), and why the
+    # field is suspicious ("" when it is not): see pipeline/authors.py.
+    authors: tuple[Address, ...] = ()
+    from_warning: str = ""
+
+    def trusted_authors(self) -> tuple[Address, ...]:
+        """The From addresses a posting decision may rely on.
+
+        Like DMARC, which authenticates the From domain (RFC 7489 §6.6.1):
+        all of them when they share one domain, none when they are in several.
+        """
+        authors = self.authors or ((self.sender,) if self.sender else ())
+        with_address = tuple(a for a in authors if a.email)
+        domains = {a.email.rpartition("@")[2] for a in with_address}
+        return with_address if len(domains) <= 1 else ()
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""

@@ -3,8 +3,10 @@
 parse → classify → extract (pure, outside the database lock), then route →
 authorize → thread → persist in one write transaction for a batch of
 messages (written again with a savepoint per message and group if any of
-them fails). Stage stops become recorded outcomes; an unexpected error
-becomes a temporary failure (the sender retries), never a lost message.
+them fails). A message no route would take from its sender is not extracted
+(see precheck.py); mail to postmaster@ is kept for the admins. Stage stops
+become recorded outcomes; an unexpected error becomes a temporary failure
+(the sender retries), never a lost message.
 """
 
 from __future__ import annotations
@@ -23,19 +25,21 @@ from feed.db import Database
 from feed.inbound import InboundStatus
 from mailbridge import replies
 from mailbridge.message import ParsedMessage
-from mailbridge.pipeline.authorize import authorize_sender
+from mailbridge.pipeline.authorize import Author, authorize_sender
 from mailbridge.pipeline.classify import Classification, MailKind, classify_message
 from mailbridge.pipeline.extract import Content, extract_content
 from mailbridge.pipeline.journal import Journal
 from mailbridge.pipeline.mailbox import advance_cursors, count_attempts, settle
 from mailbridge.pipeline.parse import parse_message
 from mailbridge.pipeline.persist import NewPost, persist_post
+from mailbridge.pipeline.precheck import PRECHECK_MIN_BYTES, sender_may_post
 from mailbridge.pipeline.refused_raw import keep_refused, unnamed_blobs
 from mailbridge.pipeline.route import (
     RecipientCheck,
     Route,
     check_recipient,
     normalize_recipient,
+    postmaster_recipients,
     route_messages,
 )
 from mailbridge.pipeline.thread import (
@@ -48,6 +52,7 @@ from mailbridge.pipeline.types import (
     Ignore,
     Outcome,
     RawMessage,
+    Reject,
     Reply,
     StageStop,
 )
@@ -62,6 +67,7 @@ DEFAULT_REPLIES = {
 }
 
 TEMPORARY = Outcome(None, "temporary failure", replies.TEMPORARY_FAILURE)
+FOR_POSTMASTER = "for the postmaster: kept for the administrators"
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,8 @@ class Prepared:
     message: ParsedMessage
     message_id: str
     classification: Classification
-    content: Content | None  # extracted only for a person's mail
+    # Extracted only for a person's mail that some route may take from its sender.
+    content: Content | None
     attachment_blobs: tuple[PendingBlob, ...]
 
     @property
@@ -218,7 +225,10 @@ class Pipeline:
             kind = classify_message(
                 message, own_domains=self.local_domains, loop_header_value=self.loop_marker
             )
-            if kind.kind is not MailKind.PERSON:
+            if kind.kind is not MailKind.PERSON or (
+                len(raw.data) >= PRECHECK_MIN_BYTES
+                and not sender_may_post(self.db, raw.envelope.rcpt_tos, message)
+            ):
                 return Prepared(raw, stored, message, message_id, kind, None, ())
             content = extract_content(message)
             parts = tuple(self.blobs.put_soon(part.data) for part in content.attachments)
@@ -232,7 +242,7 @@ class Pipeline:
         conn: Connection,
         raws: Sequence[RawMessage],
         prepared: Sequence[Prepared | None],
-        deliver_one: Callable[[Connection, Prepared, Route, Journal], Outcome],
+        deliver_one: Callable[[Connection, Prepared, Route, Journal], dict[str, Outcome]],
     ) -> list[DeliveryReport]:
         envelopes = [item.raw.envelope.rcpt_tos if item else () for item in prepared]
         routes = route_messages(conn, envelopes)
@@ -242,21 +252,24 @@ class Pipeline:
         for raw, item, item_routes in zip(raws, prepared, routes, strict=True):
             if item is None or item_routes is None:
                 reports.append(_deferred(raw))
-            elif not item_routes:
+                continue
+            postmaster = postmaster_recipients(conn, raw.envelope.rcpt_tos, self.local_domains)
+            if not item_routes and not postmaster:
                 reports.append(self._refuse_unrouted(conn, item, journal))
-            else:
-                outcomes: dict[str, Outcome] = {}
-                for route in item_routes:
-                    outcome = deliver_one(conn, item, route, journal)
-                    outcomes.update(dict.fromkeys(route.recipients, outcome))
-                reports.append(DeliveryReport(outcomes))
+                continue
+            outcomes = (
+                self._keep_for_postmaster(conn, item, postmaster, journal) if postmaster else {}
+            )
+            for route in item_routes:
+                outcomes.update(deliver_one(conn, item, route, journal))
+            reports.append(DeliveryReport(outcomes))
         advance_cursors(conn, raws, reports)
         journal.write(conn)
         return reports
 
     def _isolated(
         self, conn: Connection, item: Prepared, route: Route, journal: Journal
-    ) -> Outcome:
+    ) -> dict[str, Outcome]:
         """`_deliver_to_group` in a savepoint: a failure is this message's alone."""
         try:
             try:
@@ -267,11 +280,11 @@ class Pipeline:
                 return self._in_savepoint(conn, item, route, journal)
         except Exception:
             log.exception("delivery of %s to group %s failed", item.message_id, route.group_slug)
-            return TEMPORARY
+            return dict.fromkeys(route.recipients, TEMPORARY)
 
     def _in_savepoint(
         self, conn: Connection, item: Prepared, route: Route, journal: Journal
-    ) -> Outcome:
+    ) -> dict[str, Outcome]:
         own = Journal()  # kept only if the savepoint is
         with conn.begin_nested():
             outcome = self._deliver_to_group(conn, item, route, own)
@@ -280,27 +293,46 @@ class Pipeline:
 
     def _deliver_to_group(
         self, conn: Connection, item: Prepared, route: Route, journal: Journal
-    ) -> Outcome:
+    ) -> dict[str, Outcome]:
+        """One post at most; an outcome for each of the route's recipients."""
         item.wait_stored()
-        if item.content is None:
+        if item.classification.kind is not MailKind.PERSON:
             return self._stopped(conn, item, Ignore(item.classification.reason), route, journal)
         try:
-            post_id = self._post(conn, item, item.content, route, journal)
-        except StageStop as stop:
+            authorization = authorize_sender(conn, item.message, route)
+        except Reject as stop:
             return self._stopped(conn, item, stop, route, journal)
-        attachments = zip(item.attachment_blobs, item.content.attachments, strict=True)
-        named = [(blob.digest, part.data) for blob, part in attachments]
-        pin_stored(conn, self.blobs, [(item.sha256, item.raw.data), *named])
+        outcomes: dict[str, Outcome] = {}
+        for recipient, refusal in authorization.refused.items():
+            outcomes.update(self._stopped(conn, item, refusal, route.only({recipient}), journal))
+        admitted = route.only(set(route.recipients) - set(authorization.refused))
+        if item.content is None:
+            # The pre-check found no route taking the sender; one does now
+            # (a membership changed meanwhile): the client retries.
+            log.warning("sender of %s admitted since the pre-check", item.message_id)
+            return outcomes | dict.fromkeys(admitted.recipients, TEMPORARY)
+        try:
+            post_id = self._post(conn, item, item.content, admitted, authorization.author, journal)
+        except StageStop as stop:
+            return outcomes | self._stopped(conn, item, stop, admitted, journal)
         reason = f"posted to group {route.group_slug}"
+        if item.message.from_warning:
+            reason += f" (suspicious From: {item.message.from_warning})"
         journal.received(
-            item.raw, item.message, item.sha256, InboundStatus.ACCEPTED, reason, route, post_id
+            item.raw, item.message, item.sha256, InboundStatus.ACCEPTED, reason, admitted, post_id
         )
-        return Outcome(InboundStatus.ACCEPTED, reason, replies.OK_QUEUED, post_id)
+        accepted = Outcome(InboundStatus.ACCEPTED, reason, replies.OK_QUEUED, post_id)
+        return outcomes | dict.fromkeys(admitted.recipients, accepted)
 
     def _post(
-        self, conn: Connection, item: Prepared, content: Content, route: Route, journal: Journal
+        self,
+        conn: Connection,
+        item: Prepared,
+        content: Content,
+        route: Route,
+        author: Author,
+        journal: Journal,
     ) -> int:
-        author = authorize_sender(conn, item.message, route)
         now = utcnow()
         placement = resolve_thread(conn, item.message, item.message_id, route.group_id, now)
         new = NewPost(
@@ -327,11 +359,30 @@ class Pipeline:
 
     def _stopped(
         self, conn: Connection, item: Prepared, stop: StageStop, route: Route, journal: Journal
-    ) -> Outcome:
-        """Record a stage's stop in the inbound log and say what to answer."""
+    ) -> dict[str, Outcome]:
+        """Record a stage's stop in the inbound log and say what to answer
+        to each of the route's recipients."""
         digest, note = self._raw_to_keep(conn, item, stop.status)
         journal.received(item.raw, item.message, digest, stop.status, stop.reason + note, route)
-        return Outcome(stop.status, stop.reason, stop.reply or DEFAULT_REPLIES[stop.status])
+        outcome = Outcome(stop.status, stop.reason, stop.reply or DEFAULT_REPLIES[stop.status])
+        return dict.fromkeys(route.recipients, outcome)
+
+    def _keep_for_postmaster(
+        self, conn: Connection, item: Prepared, recipients: tuple[str, ...], journal: Journal
+    ) -> dict[str, Outcome]:
+        """Mail for postmaster@: logged with its raw bytes for the admins to read."""
+        item.wait_stored()
+        digest, _ = self._raw_to_keep(conn, item, InboundStatus.POSTMASTER)
+        journal.received(
+            item.raw,
+            item.message,
+            digest,
+            InboundStatus.POSTMASTER,
+            FOR_POSTMASTER,
+            recipients=recipients,
+        )
+        outcome = Outcome(InboundStatus.POSTMASTER, FOR_POSTMASTER, replies.OK_QUEUED)
+        return dict.fromkeys(recipients, outcome)
 
     def _raw_to_keep(
         self, conn: Connection, item: Prepared, status: InboundStatus

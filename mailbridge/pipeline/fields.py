@@ -31,12 +31,12 @@ _PLAIN_MAILBOX = re.compile(
 def addresses(tree: Message, name: str, defects: list[str]) -> tuple[Address, ...]:
     values = tree.get_all(name) or []
     found: list[Address] = []
-    for value in values[:1] if name == "From" else values:
-        found.extend(_parse_addresses(unfolded_text(value, defects), defects))
+    for value in values:
+        found.extend(parse_address_list(unfolded_text(value, defects), defects))
     return tuple(found)
 
 
-def _parse_addresses(text: str, defects: list[str]) -> list[Address]:
+def parse_address_list(text: str, defects: list[str]) -> list[Address]:
     """Parse an address list, keeping every mailbox that has a name or address."""
     found = []
     for name, addr, domain in _address_pairs(text, defects):

@@ -42,6 +42,7 @@ class Journal:
         route: Route | None = None,
         post_id: int | None = None,
         size: int = 0,
+        recipients: tuple[str, ...] = (),
     ) -> None:
         """The inbound-log row of a message (or of a refusal before its content)."""
         self.inbound.append(
@@ -53,7 +54,7 @@ class Journal:
                 "remote": without_nul(raw.envelope.remote)[:255],
                 "mail_from": without_nul(raw.envelope.mail_from)[:998],
                 "rcpt_to": without_nul(
-                    ",".join(route.recipients if route else raw.envelope.rcpt_tos)
+                    ",".join(route.recipients if route else recipients or raw.envelope.rcpt_tos)
                 ),
                 "message_id": (
                     storable_id(message.message_id) if message and message.message_id else None

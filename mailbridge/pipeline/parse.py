@@ -15,6 +15,7 @@ from email.message import Message
 from email.parser import BytesParser
 
 from mailbridge.message import ParsedMessage
+from mailbridge.pipeline.authors import read_from_field
 from mailbridge.pipeline.decoding import POLICY, header_text, unfolded_text
 from mailbridge.pipeline.fields import addresses, date, message_ids
 from mailbridge.pipeline.parts import content_type, split_body
@@ -92,13 +93,13 @@ def _build(raw: bytes, tree: Message, defects: list[str]) -> ParsedMessage:
     except Exception as exc:  # a bug of ours: keep what the headers say
         defects.append(f"body not read: {type(exc).__name__}")
         text, html, attachments = None, None, ()
-    senders = addresses(tree, "From", defects)
+    senders = read_from_field(tree, defects)
     ids = message_ids(tree.get("Message-ID"), defects)
     return ParsedMessage(
         raw=raw,
         message_id=ids[0] if ids else None,
         subject=header_text(tree.get("Subject", ""), defects).strip(),
-        sender=senders[0] if senders else None,
+        sender=senders.authors[0] if senders.authors else None,
         reply_to=addresses(tree, "Reply-To", defects),
         to=addresses(tree, "To", defects),
         cc=addresses(tree, "Cc", defects),
@@ -113,6 +114,8 @@ def _build(raw: bytes, tree: Message, defects: list[str]) -> ParsedMessage:
         headers=tuple((name.strip(), header_text(value, defects)) for name, value in tree.items()),
         defects=_collect_defects(tree, defects),
         tree=tree,
+        authors=senders.authors,
+        from_warning=senders.warning,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, case, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, case, insert, update
 
 from feed.base import UTCDateTime
 from feed.events import EventKind
@@ -42,7 +42,7 @@ class NewPost:
 def persist_post(conn: Connection, new: NewPost, journal: Journal) -> int:
     """Insert the post and what hangs off it; the new post's id. Its events
     go to `journal`, written with the batch."""
-    thread_id = _thread_for(conn, new, journal)
+    thread_id = _thread_for(conn, new)
     post_id: int = conn.execute(
         _INSERT_POST,
         {
@@ -74,7 +74,7 @@ def persist_post(conn: Connection, new: NewPost, journal: Journal) -> int:
     return post_id
 
 
-def _thread_for(conn: Connection, new: NewPost, journal: Journal) -> int:
+def _thread_for(conn: Connection, new: NewPost) -> int:
     placement = new.placement
     if placement.thread_id is None:
         thread_id: int = conn.execute(
@@ -89,39 +89,7 @@ def _thread_for(conn: Connection, new: NewPost, journal: Journal) -> int:
             },
         ).scalar_one()
         return thread_id
-    for other_id in placement.merge_thread_ids:
-        _merge_into(conn, placement.thread_id, other_id, journal)
     return placement.thread_id
-
-
-def _merge_into(conn: Connection, target_id: int, other_id: int, journal: Journal) -> None:
-    """Two threads turned out to be one conversation: move the posts over."""
-    rows = conn.execute(select(Thread).where(Thread.id.in_((target_id, other_id))))
-    by_id = {row.id: row for row in rows}
-    target, other = by_id[target_id], by_id[other_id]
-    conn.execute(update(Post).where(Post.thread_id == other_id).values(thread_id=target_id))
-    # The conversation is named by its oldest message: decide before the dates merge.
-    named_by = other if other.created_at < target.created_at else target
-    if target.subject == NO_SUBJECT:
-        named_by = other
-    conn.execute(
-        update(Thread)
-        .where(Thread.id == target_id)
-        .values(
-            subject=named_by.subject,
-            subject_key=named_by.subject_key,
-            post_count=target.post_count + other.post_count,
-            created_at=min(target.created_at, other.created_at),
-            last_activity_at=max(target.last_activity_at, other.last_activity_at),
-        )
-    )
-    conn.execute(delete(Thread).where(Thread.id == other_id))
-    journal.event(
-        EventKind.THREADS_MERGED,
-        thread_id=target_id,
-        merged_thread_id=other_id,
-        group_id=target.group_id,
-    )
 
 
 def _record_attachments(conn: Connection, post_id: int, new: NewPost) -> None:

@@ -2,14 +2,16 @@
 
 As an MTA delivers, we go by RCPT TO, never by the To header (a Bcc to a
 bound address must work; a To naming it without RCPT must not). Several bound
-addresses of one group make one route, so one post. The IMAP door's
-recipient is its binding, named `imap:NAME`.
+addresses of one group make one route, so one post, but each keeps its own
+binding's sender policy. The IMAP door's recipient is its binding, named
+`imap:NAME`. `postmaster` at any local domain (or unqualified) is accepted
+for the administrators (RFC 5321 §4.5.1), never for a group.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, select
@@ -27,12 +29,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Route:
-    """A group the message goes to, and which recipients brought it there."""
+    """A group the message goes to, which recipients brought it there, and
+    the sender policy of each recipient's binding (in the same order)."""
 
     group_id: int
     group_slug: str
     recipients: tuple[str, ...]
-    policy: SenderPolicy
+    policies: tuple[SenderPolicy, ...]
+
+    def only(self, recipients: Collection[str]) -> Route:
+        """The same route for some of its recipients."""
+        kept = [
+            (r, p) for r, p in zip(self.recipients, self.policies, strict=True) if r in recipients
+        ]
+        return Route(
+            self.group_id, self.group_slug, tuple(r for r, _ in kept), tuple(p for _, p in kept)
+        )
 
 
 @dataclass(frozen=True)
@@ -42,10 +54,11 @@ class RecipientCheck:
     address: str
     reply: Reply
     binding_id: int | None = None
+    postmaster: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.binding_id is not None
+        return self.binding_id is not None or self.postmaster
 
 
 def normalize_recipient(address: str) -> str:
@@ -69,6 +82,7 @@ _IMAP_BINDINGS = (
     .where(ImapBinding.name.in_(bindparam("names", expanding=True)))
 )
 IMAP_RECIPIENT_PREFIX = "imap:"
+POSTMASTER = "postmaster"
 
 
 def imap_recipient(binding_name: str) -> str:
@@ -79,18 +93,41 @@ def imap_recipient(binding_name: str) -> str:
 def check_recipient(conn: Connection, address: str, local_domains: Iterable[str]) -> RecipientCheck:
     """550 5.1.1 for an unknown local address, 550 5.7.1 for any other domain."""
     normalized = normalize_recipient(address)
+    if normalized == POSTMASTER:  # RFC 5321 §4.5.1: accepted without a domain
+        return RecipientCheck(normalized, replies.OK_RECIPIENT, postmaster=True)
     if "@" not in normalized:
         return RecipientCheck(normalized, replies.BAD_RECIPIENT_SYNTAX)
     binding_id = conn.execute(_BINDING_BY_ADDRESS, {"address": normalized}).scalar()
     if binding_id is not None:
         return RecipientCheck(normalized, replies.OK_RECIPIENT, binding_id)
-    domain = domain_of(normalized)
-    if domain in set(local_domains) or _is_bound_domain(conn, domain):
-        return RecipientCheck(normalized, replies.UNKNOWN_RECIPIENT)
-    return RecipientCheck(normalized, replies.RELAY_DENIED)
+    if not _is_local_domain(conn, domain_of(normalized), local_domains):
+        return RecipientCheck(normalized, replies.RELAY_DENIED)
+    if normalized.rpartition("@")[0] == POSTMASTER:
+        return RecipientCheck(normalized, replies.OK_RECIPIENT, postmaster=True)
+    return RecipientCheck(normalized, replies.UNKNOWN_RECIPIENT)
 
 
-def _is_bound_domain(conn: Connection, domain: str) -> bool:
+def postmaster_recipients(
+    conn: Connection, rcpts: Iterable[str], local_domains: Iterable[str]
+) -> tuple[str, ...]:
+    """The envelope's recipients that are the postmaster of a local domain
+    (with no binding of their own: a binding wins), normalised."""
+    found = []
+    for address in dict.fromkeys(normalize_recipient(r) for r in rcpts):
+        local, _, domain = address.rpartition("@")
+        if address == POSTMASTER or (
+            local == POSTMASTER
+            and _is_local_domain(conn, domain, local_domains)
+            and conn.execute(_BINDING_BY_ADDRESS, {"address": address}).first() is None
+        ):
+            found.append(address)
+    return tuple(found)
+
+
+def _is_local_domain(conn: Connection, domain: str, local_domains: Iterable[str]) -> bool:
+    """Ours: the mail domain or a domain some binding is in."""
+    if domain in set(local_domains):
+        return True
     return conn.execute(_BINDING_IN_DOMAIN, {"domain": domain}).first() is not None
 
 
@@ -142,15 +179,12 @@ def _routes(addresses: list[str], by_address: Mapping[str, _Bound]) -> list[Rout
         bound = by_address.get(address)
         if bound is None:
             continue
+        policy = _policy(bound.policy)
         existing = routes.get(bound.group_id)
-        if existing is not None:
-            recipients = (*existing.recipients, address)
-            routes[bound.group_id] = Route(
-                bound.group_id, bound.group_slug, recipients, existing.policy
-            )
-        else:
-            policy = _policy(bound.policy)
-            routes[bound.group_id] = Route(bound.group_id, bound.group_slug, (address,), policy)
+        recipients, policies = (existing.recipients, existing.policies) if existing else ((), ())
+        routes[bound.group_id] = Route(
+            bound.group_id, bound.group_slug, (*recipients, address), (*policies, policy)
+        )
     return list(routes.values())
 
 

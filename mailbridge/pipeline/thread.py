@@ -10,7 +10,11 @@ Incremental JWZ threading over the database, in this order:
 4. a reply-prefixed subject matching a recently active thread of the group,
    for mail whose references are absent or all unknown (a reply whose parent
    never reached us: fedora-devel has both kinds).
-When 1 and 2 find different threads, they are one conversation: merge them.
+A message joins one thread and never merges two: its References are the
+sender's word, and through an open binding anyone's (naming two threads must
+not fold one into the other). With a known ancestor it joins its thread;
+otherwise it may join the thread of replies waiting for it and adopt those
+that have no parent yet. A post that has a parent is never re-parented.
 """
 
 from __future__ import annotations
@@ -86,8 +90,8 @@ class Placement:
     chain: tuple[str, ...]
     subject_key: str
     conversation_key: bytes | None
-    merge_thread_ids: tuple[int, ...] = ()
-    # Replies that arrived first and name this message as their parent.
+    # Replies in the same thread that arrived first and name this message
+    # as their parent (adopted only while they have none).
     orphan_ids: tuple[int, ...] = ()
 
 
@@ -164,26 +168,18 @@ def resolve_thread(
     key = subject_key(message.subject)
     conversation = _conversation_key(message.thread_index)
     parent = _nearest_known_ancestor(conn, group_id, message_id, chain)
-    threads = {parent.thread_id} if parent else set()
     sharing, orphans = _posts_sharing_references(conn, group_id, message_id, chain)
-    threads |= sharing
-    if not threads and conversation is not None:
-        threads |= _first_thread(conn, _THREAD_BY_CONVERSATION, group_id, key=conversation)
-    if not threads and is_reply_subject(message.subject) and key:
+    if parent is not None:
+        target: int | None = parent.thread_id
+    else:  # the waiting replies' thread first, then their siblings'
+        target = min(orphans.values(), default=None) or min(sharing, default=None)
+    if target is None and conversation is not None:
+        target = _first_thread(conn, _THREAD_BY_CONVERSATION, group_id, key=conversation)
+    if target is None and is_reply_subject(message.subject) and key:
         since = now - SUBJECT_FALLBACK_WINDOW
-        threads |= _first_thread(conn, _THREAD_BY_SUBJECT, group_id, key=key, since=since)
-    if not threads:
-        return Placement(None, None, chain, key, conversation)
-    target = min(threads)
-    return Placement(
-        target,
-        parent.id if parent else None,
-        chain,
-        key,
-        conversation,
-        tuple(sorted(threads - {target})),
-        orphans,
-    )
+        target = _first_thread(conn, _THREAD_BY_SUBJECT, group_id, key=key, since=since)
+    adopted = tuple(sorted(post for post, thread in orphans.items() if thread == target))
+    return Placement(target, parent.id if parent else None, chain, key, conversation, adopted)
 
 
 def _conversation_key(thread_index: str | None) -> bytes | None:
@@ -211,18 +207,18 @@ def _nearest_known_ancestor(
 
 def _posts_sharing_references(
     conn: Connection, group_id: int, message_id: str, chain: tuple[str, ...]
-) -> tuple[set[int], tuple[int, ...]]:
+) -> tuple[set[int], dict[int, int]]:
     """Threads of posts that reference this message or its ancestors, and the
-    posts among them whose direct parent is this message (to adopt)."""
+    posts among them whose direct parent is this message, with their thread."""
     ids = sorted({*chain, message_id})
     rows = conn.execute(_REFERRING_POSTS, {"group_id": group_id, "ids": ids}).all()
     threads = {row.thread_id for row in rows}
-    orphans = tuple(
-        sorted({row.post_id for row in rows if row.is_parent and row.message_id == message_id})
-    )
+    orphans = {
+        row.post_id: row.thread_id for row in rows if row.is_parent and row.message_id == message_id
+    }
     return threads, orphans
 
 
-def _first_thread(conn: Connection, query: Select[Any], group_id: int, **params: Any) -> set[int]:
-    thread_id = conn.execute(query, {"group_id": group_id, **params}).scalar()
-    return {thread_id} if thread_id is not None else set()
+def _first_thread(conn: Connection, query: Select[Any], group_id: int, **params: Any) -> int | None:
+    thread_id: int | None = conn.execute(query, {"group_id": group_id, **params}).scalar()
+    return thread_id

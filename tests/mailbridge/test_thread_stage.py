@@ -7,16 +7,19 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from feed.bindings import Binding
 from feed.db import Database
-from feed.events import Event
 from feed.posts import Post
 from feed.threads import Thread
+from mailbridge.config import Settings
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Envelope, RawMessage, Source
 from tests.conftest import Factory
 from tests.poison import POISON_SUBJECT, posts_titled_poison_refused
+from tests.web.conftest import api_get
+from web.app import create_app
 
 BOUND = "eng@company.example"
 
@@ -71,19 +74,56 @@ def test_siblings_of_a_missing_parent_share_a_thread(pipeline: Pipeline, db: Dat
     assert thread_of(db, first) == thread_of(db, second)
 
 
-def test_a_message_linking_two_threads_merges_them(pipeline: Pipeline, db: Database) -> None:
+def post_counts(session: Session) -> dict[int, int]:
+    return dict(session.execute(select(Thread.id, Thread.post_count)).all())
+
+
+def test_a_late_parent_that_replies_elsewhere_leaves_both_threads_intact(
+    pipeline: Pipeline, db: Database
+) -> None:
     left = deliver(pipeline, mail("l@x", "Left"))
     right = deliver(pipeline, mail("r@x", "Right", refs="zz@x"))
-    assert thread_of(db, left) != thread_of(db, right)
-    # r@x's missing parent zz@x turns up, itself a reply to l@x.
+    # r@x's missing parent zz@x turns up, itself a reply to l@x: it joins
+    # its own parent's thread and merges nothing.
     link = deliver(pipeline, mail("zz@x", "Re: Left", refs="l@x"))
-    assert thread_of(db, left) == thread_of(db, right) == thread_of(db, link)
+    assert thread_of(db, link) == thread_of(db, left) != thread_of(db, right)
     with db.reader() as session:
-        thread = session.get_one(Thread, thread_of(db, left))
-        assert thread.post_count == 3
-        assert session.scalar(select(Thread).where(Thread.id != thread.id)) is None
-        kinds = session.scalars(select(Event.kind)).all()
-    assert "threads.merged" in kinds
+        assert session.get_one(Post, link).parent_id == left
+        assert session.get_one(Post, right).parent_id is None  # not across threads
+        counts = post_counts(session)
+    assert counts == {thread_of(db, left): 2, thread_of(db, right): 1}
+
+
+def test_references_naming_two_threads_merge_nothing(
+    pipeline: Pipeline, db: Database, make: Factory, settings: Settings
+) -> None:
+    first = deliver(pipeline, mail("a1@x", "First"))
+    deliver(pipeline, mail("a2@x", "Re: First", refs="a1@x"))
+    second = deliver(pipeline, mail("b1@x", "Second"))
+    deliver(pipeline, mail("b2@x", "Re: Second", refs="b1@x"))
+    threads = {thread_of(db, first): 2, thread_of(db, second): 2}
+    hostile = deliver(pipeline, mail("evil@x", "Re: Both", refs="a1@x a2@x b1@x"))
+    assert thread_of(db, hostile) == thread_of(db, second)  # its nearest ancestor's
+    threads[thread_of(db, second)] += 1
+    with db.reader() as session:
+        assert post_counts(session) == threads
+    make.user("reader@company.example")
+    token = make.token("reader@company.example")
+    web = create_app(settings, db).test_client()
+    for thread_id, posts in threads.items():
+        response = api_get(web, f"/api/v1/threads/{thread_id}", token)
+        assert response.status_code == 200
+        assert len(response.get_json()["posts"]) == posts
+
+
+def test_a_post_that_has_a_parent_is_never_re_parented(pipeline: Pipeline, db: Database) -> None:
+    root = deliver(pipeline, mail("root@x", "Root"))
+    # Its direct parent (missing@x) never reached us; its nearest known ancestor did.
+    reply = deliver(pipeline, mail("reply@x", "Re: Root", refs="root@x missing@x"))
+    claimant = deliver(pipeline, mail("missing@x", "Re: Root", refs="root@x"))
+    with db.reader() as session:
+        assert session.get_one(Post, reply).parent_id == root
+        assert session.get_one(Post, claimant).parent_id == root
 
 
 def thread_index(conversation: bytes, replies: int) -> str:

@@ -81,7 +81,7 @@ def test_an_unknown_status_is_a_400(client: FlaskClient, root: str) -> None:
     response = api_get(client, "/api/v1/inbound?status=lost", root)
     assert response.status_code == 400
     assert response.get_json()["error"] == (
-        "status must be one of accepted, rejected, held, ignored, got 'lost'"
+        "status must be one of accepted, rejected, held, ignored, postmaster, got 'lost'"
     )
 
 
