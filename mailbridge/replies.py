@@ -14,3 +14,12 @@ TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 TOO_BIG = Reply(552, "5.3.4", "Message too big for this system")
 BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
 TEMPORARY_FAILURE = Reply(451, "4.3.0", "Temporary local problem, please try again later")
+
+# Connection limits (mailbridge/limits.py, mailbridge/sessions.py): 421 and
+# the connection is closed (RFC 5321 §3.8).
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_FROM_CLIENT = Reply(421, "4.7.0", "Too many connections from your address")
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing the connection")
+IDLE_WHILE_FULL = Reply(421, "4.4.2", "Idle while the server is full, closing the connection")
+SESSION_EXPIRED = Reply(421, "4.4.2", "Session time limit reached, closing the connection")
+DATA_TOO_SLOW = Reply(421, "4.4.2", "Message data arriving too slowly, closing the connection")

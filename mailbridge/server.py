@@ -16,14 +16,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiosmtpd.smtp import SMTP
-
 from feed.db import Database
 from mailbridge.config import Listen, Settings
 from mailbridge.imap.runner import MailboxService
+from mailbridge.limits import throttle_descriptor_errors, warn_if_over_budget
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Source
 from mailbridge.runtime import make_pipeline
+from mailbridge.sessions import Door, GuardedSession
 from mailbridge.smtp import InboundHandler, MailBridgeLMTP, MailBridgeSMTP
 from mailbridge.workers import Deliverer, make_deliverer, thread_deliverer
 
@@ -72,18 +72,20 @@ async def start_mail_servers(
         if listen is None:
             continue
         handler = InboundHandler(pipeline, source, deliverer, settings.max_recipients)
-        factory = _protocol_factory(cls, handler, settings)
+        door = Door.for_listener(settings, source.value.upper())
+        factory = _protocol_factory(cls, handler, settings, door)
         servers.append(await loop.create_server(factory, listen.host, listen.port))
-        log.info("%s listening on %s", source.value.upper(), listen)
+        log.info("%s listening on %s (%s)", source.value.upper(), listen, door.gate)
     return MailServers(servers, own)
 
 
 def _protocol_factory(
-    cls: type[SMTP], handler: InboundHandler, settings: Settings
-) -> Callable[[], SMTP]:
-    def factory() -> SMTP:
+    cls: type[GuardedSession], handler: InboundHandler, settings: Settings, door: Door
+) -> Callable[[], GuardedSession]:
+    def factory() -> GuardedSession:
         return cls(
             handler,
+            door=door,
             data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -96,6 +98,8 @@ def _protocol_factory(
 
 def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM."""
+    throttle_descriptor_errors()
+    warn_if_over_budget(settings)
     db = Database(settings.database_url)
     pipeline = make_pipeline(settings, db)
     web_thread = _start_web(settings, db)
@@ -133,14 +137,10 @@ class WebServer:
     """waitress in a daemon thread."""
 
     def __init__(self, settings: Settings, db: Database) -> None:
-        from waitress.server import create_server
-
+        from mailbridge.httpd import make_web_server
         from web.app import create_app
 
-        app = create_app(settings, db)
-        self.server = create_server(
-            app, host=settings.http_listen.host, port=settings.http_listen.port, threads=8
-        )
+        self.server = make_web_server(create_app(settings, db), settings)
         self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
         self.thread.start()
         log.info("HTTP listening on %s", settings.http_listen)

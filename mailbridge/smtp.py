@@ -22,6 +22,7 @@ from mailbridge.pipeline.deliver import DeliveryReport, Pipeline
 from mailbridge.pipeline.route import normalize_recipient
 from mailbridge.pipeline.types import Envelope as MailEnvelope
 from mailbridge.pipeline.types import RawMessage, Source
+from mailbridge.sessions import GuardedSession
 from mailbridge.workers import Deliverer
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,11 @@ class InboundHandler:
         raw = self._raw(session, envelope, b"", tuple(envelope.rcpt_tos))
         self.pipeline.record_refusal(raw, f"message larger than the limit: {replies.TOO_BIG}")
 
+    def record_cut(self, session: Session, envelope: Envelope, reason: str) -> None:
+        """Log a session a limit cut off in the middle of its message."""
+        raw = self._raw(session, envelope, b"", tuple(envelope.rcpt_tos))
+        self.pipeline.record_refusal(raw, reason)
+
     def _answer(self, envelope: Envelope, report: DeliveryReport) -> str:
         if self.source is not Source.LMTP:
             return str(report.combined_reply())
@@ -153,9 +159,9 @@ class _OversizeMixin:
         return str(replies.TOO_BIG)
 
 
-class MailBridgeSMTP(_OversizeMixin, SMTP):
+class MailBridgeSMTP(_OversizeMixin, GuardedSession):
     pass
 
 
-class MailBridgeLMTP(_OversizeMixin, LMTP):
+class MailBridgeLMTP(_OversizeMixin, GuardedSession, LMTP):
     pass
