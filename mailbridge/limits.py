@@ -37,6 +37,8 @@ EVICTABLE_AFTER = 1.0
 # A repeated warning is logged once per interval, with a count of the others.
 LOG_INTERVAL = 60.0
 OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# aiosmtpd's logger: a warning for every unknown or excess command a client sends.
+NOISY_LOGGERS = frozenset({"mail.log"})
 
 
 def descriptor_limit() -> int:
@@ -106,16 +108,30 @@ class Throttle:
         return self._held.pop(key, 0)
 
 
-class OutOfDescriptorsFilter(logging.Filter):
-    """A log filter that passes a record about running out of descriptors
-    (or any record that repeats a failing accept) once per interval."""
+class RepeatedLogFilter(logging.Filter):
+    """A log filter that passes a line a client can make us repeat at will
+    once per interval, with a count of the ones held back: running out of
+    descriptors (every accept fails), and aiosmtpd's warnings about a
+    client's commands."""
 
-    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+    def __init__(
+        self, noisy: frozenset[str] = NOISY_LOGGERS, interval: float = LOG_INTERVAL
+    ) -> None:
         super().__init__()
+        self.noisy = noisy
         self.throttle = Throttle(interval)
+        # One record reaches each handler: one verdict for all of them.
+        self._last: tuple[logging.LogRecord | None, bool] = (None, True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _is_out_of_descriptors(record):
+        if record is self._last[0]:
+            return self._last[1]
+        verdict = self._judge(record)
+        self._last = (record, verdict)
+        return verdict
+
+    def _judge(self, record: logging.LogRecord) -> bool:
+        if record.name not in self.noisy and not _is_out_of_descriptors(record):
             return True
         held = self.throttle.admit(f"{record.name}:{record.msg}")
         if held is None:
@@ -126,15 +142,16 @@ class OutOfDescriptorsFilter(logging.Filter):
 
 
 def _is_out_of_descriptors(record: logging.LogRecord) -> bool:
-    error = record.exc_info[1] if record.exc_info else None
-    if isinstance(error, OSError) and error.errno in OUT_OF_DESCRIPTORS:
-        return True
-    return "accept" in str(record.msg) and "Too many open files" in record.getMessage()
+    """The record carries an OSError for want of descriptors (as its
+    exception or as an argument)."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    errors = (record.exc_info[1] if record.exc_info else None, *args)
+    return any(isinstance(e, OSError) and e.errno in OUT_OF_DESCRIPTORS for e in errors)
 
 
-def throttle_descriptor_errors() -> None:
+def throttle_repeated_logs() -> None:
     """Put the filter on every handler of the root logger (`mailbridge serve`)."""
-    log_filter = OutOfDescriptorsFilter()
+    log_filter = RepeatedLogFilter()
     for handler in logging.getLogger().handlers:
         handler.addFilter(log_filter)
 

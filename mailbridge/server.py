@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from feed.db import Database
 from mailbridge.config import Listen, Settings
 from mailbridge.imap.runner import MailboxService
-from mailbridge.limits import throttle_descriptor_errors, warn_if_over_budget
+from mailbridge.limits import throttle_repeated_logs, warn_if_over_budget
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Source
 from mailbridge.runtime import make_pipeline
@@ -98,7 +98,7 @@ def _protocol_factory(
 
 def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM."""
-    throttle_descriptor_errors()
+    throttle_repeated_logs()
     warn_if_over_budget(settings)
     db = Database(settings.database_url)
     pipeline = make_pipeline(settings, db)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from mailbridge.limits import DESCRIPTOR_RESERVE
 from tests.cli import free_port, run, wait_for_port
 
 DESCRIPTOR_LIMIT = 1024
@@ -135,6 +136,19 @@ def member_mail() -> EmailMessage:
     return message
 
 
+def still_open(sock: socket.socket) -> bool:
+    """Whether the server has kept this connection (read what it said)."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(4096):
+            pass
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def log_lines(log: Path) -> int:
     return len(log.read_bytes().splitlines())
 
@@ -148,6 +162,8 @@ def test_idle_smtp_crowd_leaves_the_web_and_a_members_mail_answered(serving: Ser
             assert client.send_message(member_mail()) == {}
         time.sleep(3)
         assert log_lines(serving.log) < MAX_LOG_LINES
+        held = sum(still_open(sock) for sock in crowd)
+        assert 0 < held <= (DESCRIPTOR_LIMIT - DESCRIPTOR_RESERVE) // 2
     finally:
         for sock in crowd:
             sock.close()

@@ -16,7 +16,7 @@ from mailbridge.config import Settings, SettingsError, load_settings
 from mailbridge.limits import (
     DESCRIPTOR_RESERVE,
     MIN_CONNECTIONS,
-    OutOfDescriptorsFilter,
+    RepeatedLogFilter,
     Throttle,
     client_key,
     mail_connection_limit,
@@ -106,16 +106,32 @@ def test_the_throttle_lets_one_through_per_interval_and_counts_the_rest() -> Non
     assert throttle.admit("accept") is None
 
 
-def _record(msg: str, error: BaseException | None = None) -> logging.LogRecord:
+def _record(
+    msg: str, error: BaseException | None = None, name: str = "waitress"
+) -> logging.LogRecord:
     exc_info = (type(error), error, None) if error is not None else None
-    return logging.LogRecord("waitress", logging.WARNING, __file__, 1, msg, (), exc_info)
+    return logging.LogRecord(name, logging.WARNING, __file__, 1, msg, ("x",), exc_info)
 
 
 def test_the_filter_holds_back_repeated_descriptor_failures_only() -> None:
-    log_filter = OutOfDescriptorsFilter(interval=3600)
+    log_filter = RepeatedLogFilter(interval=3600)
     emfile = OSError(errno.EMFILE, "Too many open files")
-    assert log_filter.filter(_record("server accept() threw an exception", emfile))
-    assert not log_filter.filter(_record("server accept() threw an exception", emfile))
-    assert log_filter.filter(_record("server accept() threw an exception", OSError(errno.EBADF)))
-    assert log_filter.filter(_record("an ordinary warning"))
-    assert log_filter.filter(_record("an ordinary warning"))
+    first = _record("server accept() threw an exception %s", emfile)
+    assert log_filter.filter(first)
+    assert log_filter.filter(first)  # the same record at a second handler
+    assert not log_filter.filter(_record("server accept() threw an exception %s", emfile))
+    ebadf = OSError(errno.EBADF, "Bad file descriptor")
+    assert log_filter.filter(_record("server accept() threw an exception %s", ebadf))
+    assert log_filter.filter(_record("an ordinary warning %s"))
+    assert log_filter.filter(_record("an ordinary warning %s"))
+    as_argument = [_record("accept failed: %s") for _ in range(2)]
+    for record in as_argument:
+        record.args = (emfile,)
+    assert [log_filter.filter(record) for record in as_argument] == [True, False]
+
+
+def test_the_filter_holds_back_aiosmtpds_warnings_about_client_commands() -> None:
+    log_filter = RepeatedLogFilter(interval=3600)
+    assert log_filter.filter(_record("%r unrecognised: %s", name="mail.log"))
+    assert not log_filter.filter(_record("%r unrecognised: %s", name="mail.log"))
+    assert log_filter.filter(_record("%r over limit for %s", name="mail.log"))
