@@ -36,14 +36,25 @@ class GuardedWSGIServer(TcpWSGIServer):  # type: ignore[misc]  # waitress is unt
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._accept_paused_until = 0.0
+        self._next_cleanup = 0.0
         self._throttle = Throttle()
         super().__init__(*args, **kwargs)
 
     def readable(self) -> bool:
-        accepting = bool(super().readable())  # also closes timed-out channels
-        if time.monotonic() < self._accept_paused_until:
+        """Whether to accept: waitress's version, less its log line at each
+        crossing of the limit (a client could make it flap), plus eviction."""
+        now = time.time()
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + self.adj.cleanup_interval
+            self.maintenance(now)  # closes the channels silent too long
+        if not self.accepting or time.monotonic() < self._accept_paused_until:
             return False
-        return accepting or (self.accepting and self._longest_idle() is not None)
+        if len(self._map) < self.adj.connection_limit or self._longest_idle() is not None:
+            return True
+        held = self._throttle.admit("full")
+        if held is not None:
+            log.warning("HTTP full (%d connections, none idle): accepting paused", len(self._map))
+        return False
 
     def handle_accept(self) -> None:
         if len(self._map) >= self.adj.connection_limit:
