@@ -31,6 +31,10 @@ from mailbridge.pipeline.types import Reply
 
 log = logging.getLogger(__name__)
 
+# Replies that are no fault of the client's: our own farewell, and a
+# recipient past the limit (RFC 5321 §4.5.3.1.10: the client sends the rest
+# in another transaction; Postfix does not count it either).
+NOT_ERRORS = ("421 ", str(replies.TOO_MANY_RECIPIENTS))
 # A client that does not read our last words loses its connection anyway.
 LINGER_SECONDS = 10.0
 # The DATA rate is checked at most this often.
@@ -175,7 +179,7 @@ class GuardedSession(SMTP):
         codes = {line[:1] for line in text.split("\r\n")}
         if self._answering == "DATA" and "2" in codes:
             self._errors = 0
-        elif text[:1] in {"4", "5"} and not text.startswith("421"):
+        elif text[:1] in {"4", "5"} and not text.startswith(NOT_ERRORS):
             self._errors += 1
         self._answering = None
 

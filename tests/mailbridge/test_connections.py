@@ -237,6 +237,15 @@ def test_unknown_commands_count_as_errors(served: Served) -> None:
         assert client.noop()[0] == 421
 
 
+def test_recipients_past_the_limit_are_not_errors(eng: Factory, served: Served) -> None:
+    with smtplib.SMTP("127.0.0.1", served.smtp_port, timeout=HANG) as client:
+        client.ehlo()
+        client.mail("alice@company.example")
+        codes = [client.rcpt("eng@company.example")[0] for _ in range(55)]
+        assert codes == [250] * 50 + [452] * 5
+        assert client.noop()[0] == 250
+
+
 def test_delivered_mail_starts_the_error_count_again(eng: Factory, served: Served) -> None:
     with smtplib.SMTP("127.0.0.1", served.smtp_port, timeout=HANG) as client:
         assert [client.rcpt("nobody@mb.example.com")[0] for _ in range(2)] == [503, 503]
