@@ -109,8 +109,8 @@ class GuardedSession(SMTP):
         self.client = client_key(str(peer[0]) if isinstance(peer, tuple) else str(peer))
         refusal = self.door.gate.admit(self)
         if refusal is not None:
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(f"{refusal}\r\n".encode("ascii"))
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(f"{refusal}\r\n".encode("ascii"))
             transport.close()
             return
         self._admitted = True
