@@ -57,6 +57,20 @@ class Settings:
     raw_retention_days: int = 30
     # Bytes of mail received and not yet answered, across all SMTP/LMTP sessions.
     max_bytes_in_flight: int = 256 * MIB
+    # Sessions on each mail listener (SMTP, LMTP); 0: derived from the
+    # descriptor limit, keeping a reserve for the web, the database and IMAP.
+    mail_max_connections: int = 0
+    mail_max_connections_per_client: int = 20
+    # A mail session ends after this long whatever it does (NOOP, RSET...).
+    mail_session_seconds: float = 600.0
+    # After the grace period a DATA must average at least this many bytes/s.
+    mail_data_min_rate: int = 1024
+    mail_data_grace_seconds: float = 30.0
+    # Errors (4xx/5xx replies) a mail session may draw without delivering mail
+    # before it is closed, as Postfix's smtpd_hard_error_limit.
+    mail_max_errors: int = 20
+    # Connections the embedded web server holds at once.
+    http_max_connections: int = 200
 
     @property
     def blob_dir(self) -> Path:
@@ -96,6 +110,28 @@ def parse_count(name: str, value: str) -> int:
     if not value.strip().isdigit():
         raise SettingsError(f"{ENV_PREFIX}{name.upper()}: expected a whole number, got {value!r}")
     return int(value)
+
+
+def parse_positive_count(name: str, value: str) -> int:
+    """A count of one or more."""
+    if not value.strip().isdigit() or int(value) <= 0:
+        raise SettingsError(
+            f"{ENV_PREFIX}{name.upper()}: expected a positive whole number, got {value!r}"
+        )
+    return int(value)
+
+
+def parse_seconds(name: str, value: str) -> float:
+    """A positive duration in seconds (fractions allowed)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise SettingsError(
+            f"{ENV_PREFIX}{name.upper()}: expected a positive number of seconds, got {value!r}"
+        )
+    return seconds
 
 
 def parse_domain(name: str, value: str) -> str:
@@ -142,6 +178,13 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "refused_raw_bytes": parse_size,
     "raw_retention_days": parse_count,
     "max_bytes_in_flight": parse_size,
+    "mail_max_connections": parse_count,
+    "mail_max_connections_per_client": parse_positive_count,
+    "mail_session_seconds": parse_seconds,
+    "mail_data_min_rate": parse_count,
+    "mail_data_grace_seconds": parse_seconds,
+    "mail_max_errors": parse_positive_count,
+    "http_max_connections": parse_positive_count,
 }
 
 DEFAULTS: dict[str, str] = {

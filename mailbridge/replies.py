@@ -20,3 +20,12 @@ LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 # RFC 3463 4.3.1, mail system full: the budget of bytes in flight.
 NO_ROOM_NOW = Reply(452, "4.3.1", "Too much mail in progress, please try again later")
 NO_ROOM_FOR_DATA = Reply(451, "4.3.1", "Too much mail in progress, please try again later")
+
+# Connection limits (mailbridge/limits.py, mailbridge/sessions.py): 421 and
+# the connection is closed (RFC 5321 §3.8).
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_FROM_CLIENT = Reply(421, "4.7.0", "Too many connections from your address")
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing the connection")
+IDLE_WHILE_FULL = Reply(421, "4.4.2", "Idle while the server is full, closing the connection")
+SESSION_EXPIRED = Reply(421, "4.4.2", "Session time limit reached, closing the connection")
+DATA_TOO_SLOW = Reply(421, "4.4.2", "Message data arriving too slowly, closing the connection")

@@ -17,15 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from aiosmtpd.smtp import SMTP
-
 from feed.db import Database
 from feed.retention import purge_inbound
 from mailbridge.config import Listen, Settings, retention_days
 from mailbridge.imap.runner import MailboxService
+from mailbridge.limits import throttle_repeated_logs, warn_if_over_budget
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.types import Source
 from mailbridge.runtime import make_pipeline
+from mailbridge.sessions import Door, GuardedSession
 from mailbridge.smtp import (
     DELIVERY_DEADLINE,
     DoorShared,
@@ -90,18 +90,20 @@ async def start_mail_servers(
         handler = InboundHandler(
             pipeline, source, deliverer, shared, settings.max_recipients, delivery_deadline
         )
-        factory = _protocol_factory(cls, handler, settings)
+        door = Door.for_listener(settings, source.value.upper())
+        factory = _protocol_factory(cls, handler, settings, door)
         servers.append(await loop.create_server(factory, listen.host, listen.port))
-        log.info("%s listening on %s", source.value.upper(), listen)
+        log.info("%s listening on %s (%s)", source.value.upper(), listen, door.gate)
     return MailServers(servers, shared, own)
 
 
 def _protocol_factory(
-    cls: type[SMTP], handler: InboundHandler, settings: Settings
-) -> Callable[[], SMTP]:
-    def factory() -> SMTP:
+    cls: type[GuardedSession], handler: InboundHandler, settings: Settings, door: Door
+) -> Callable[[], GuardedSession]:
+    def factory() -> GuardedSession:
         return cls(
             handler,
+            door=door,
             data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -114,6 +116,8 @@ def _protocol_factory(
 
 def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM."""
+    throttle_repeated_logs()
+    warn_if_over_budget(settings)
     db = Database(settings.database_url)
     pipeline = make_pipeline(settings, db)
     web_thread = _start_web(settings, db)
@@ -174,14 +178,10 @@ class WebServer:
     """waitress in a daemon thread."""
 
     def __init__(self, settings: Settings, db: Database) -> None:
-        from waitress.server import create_server
-
+        from mailbridge.httpd import make_web_server
         from web.app import create_app
 
-        app = create_app(settings, db)
-        self.server = create_server(
-            app, host=settings.http_listen.host, port=settings.http_listen.port, threads=8
-        )
+        self.server = make_web_server(create_app(settings, db), settings)
         self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
         self.thread.start()
         log.info("HTTP listening on %s", settings.http_listen)

@@ -31,6 +31,7 @@ from mailbridge.pipeline.route import normalize_recipient
 from mailbridge.pipeline.types import Envelope as MailEnvelope
 from mailbridge.pipeline.types import RawMessage, Reply, Source
 from mailbridge.recipients import AcceptedRecipients, RecipientChecks, RefusalRecorder
+from mailbridge.sessions import GuardedSession
 from mailbridge.smtpdata import DataVerdict, receive_data
 from mailbridge.spool import Spool, SpoolWriter, release_delivery
 from mailbridge.workers import Deliverer
@@ -169,6 +170,11 @@ class InboundHandler:
             return str(reply)
         return "\r\n".join(str(reply) for _ in envelope.rcpt_tos)
 
+    def record_cut(self, session: Session, envelope: Envelope, reason: str) -> None:
+        """Log a session a limit cut off in the middle of its message."""
+        raw = self._raw(session, envelope, tuple(envelope.rcpt_tos))
+        self.pipeline.record_refusal(raw, reason)
+
     def _answer(self, envelope: Envelope, report: DeliveryReport) -> str:
         if self.source is not Source.LMTP:
             return str(report.combined_reply())
@@ -198,10 +204,10 @@ class MailBridgeSession(Session):
         self.refusals = RefusalTally()
 
 
-class MailBridgeSMTP(SMTP):
-    """aiosmtpd's SMTP with our DATA reader, enhanced status codes, and
-    sessions that count their refused RCPTs (one summary row when they end:
-    see pipeline.refusals)."""
+class MailBridgeSMTP(GuardedSession):
+    """aiosmtpd's SMTP with the limits of its door (sessions.py), our DATA
+    reader, enhanced status codes, and sessions that count their refused
+    RCPTs (one summary row when they end: see pipeline.refusals)."""
 
     line_length_limit = READ_LIMIT
 
@@ -250,7 +256,9 @@ class MailBridgeSMTP(SMTP):
         claim = handler.shared.budget.claim()
         try:
             verdict = await receive_data(self._reader, message, self.data_size_limit, claim)
-            return await handler.answer_data(session, envelope, verdict, message)
+            # Received: the DATA rate no longer applies, the delivery is at work.
+            with self.working_on("DATA"):
+                return await handler.answer_data(session, envelope, verdict, message)
         except (asyncio.CancelledError, ConnectionError):
             message.discard()
             raise

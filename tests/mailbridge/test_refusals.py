@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import smtplib
 import time
@@ -11,12 +12,13 @@ from sqlalchemy import select
 from feed.db import Database
 from feed.inbound import InboundLog
 from mailbridge import replies
+from mailbridge.config import Settings
 from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.pipeline.refusals import DETAILED, RefusalTally, rows_for_refusal
 from mailbridge.pipeline.route import RecipientCheck
 from mailbridge.pipeline.types import Envelope, RawMessage, Source
 from tests.conftest import Factory
-from tests.mailbridge.conftest import Served
+from tests.mailbridge.conftest import serving
 
 
 def reasons(db: Database) -> list[str]:
@@ -43,11 +45,16 @@ def accounted(found: list[str]) -> int:
 
 
 def test_a_session_of_many_refused_rcpts_leaves_a_few_rows_and_a_summary(
-    make: Factory, served: Served, db: Database
+    make: Factory, settings: Settings, pipeline: Pipeline, db: Database
 ) -> None:
     make.group("eng")
     make.binding("eng@company.example", "eng")
-    with smtplib.SMTP("127.0.0.1", served.smtp_port, timeout=10) as client:
+    # Above the error limit that would close the session first (sessions.py).
+    patient = dataclasses.replace(settings, mail_max_errors=100)
+    with (
+        serving(patient, pipeline) as served,
+        smtplib.SMTP("127.0.0.1", served.smtp_port, timeout=10) as client,
+    ):
         client.ehlo()
         client.mail("mallory@evil.example")
         codes = [client.rcpt(f"user{n}@company.example")[0] for n in range(30)]
