@@ -5,7 +5,10 @@ re-issued before the server's 30-minute limit) or by polling, and syncs
 again. Any failure (server down, wrong password, folder gone) is recorded
 on the binding as its state and last error, and the task retries after an
 exponential backoff with jitter; one binding's trouble never touches
-another's. The service notices bindings added or removed while it runs.
+another's. A login the server refused is tried again only much later (at
+once with a new password): each refusal makes the server slow down every
+login from our address, the other bindings' included. The service notices
+bindings added or removed while it runs.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ class Timing:
     backoff_max: float = 300.0
     refresh: float = 10.0  # look for added or removed bindings
     command_timeout: float = 30.0
+    # A login the server refused (the password is wrong) is tried again this
+    # late: each refusal makes the server slow down or ban every login from
+    # our address (Dovecot's auth penalty: 4 s or more for 15 s; fail2ban's
+    # default jail: 5 failures in 10 minutes), the other bindings' included.
+    # A new password (`binding set-password`) is tried at once.
+    login_refused: float = 15 * 60
 
 
 @dataclass
@@ -86,7 +95,10 @@ class MailboxRunner:
             except asyncio.CancelledError:
                 raise
             except ImapAuthenticationError as exc:
-                await self._failed("failing", str(exc))
+                if exc.temporary:
+                    await self._failed("backing off", str(exc))
+                else:
+                    await self._failed("failing", str(exc), self.timing.login_refused)
             except ImapError as exc:
                 await self._failed("backing off", str(exc))
             except Exception as exc:
@@ -115,8 +127,10 @@ class MailboxRunner:
         finally:
             await client.close()
 
-    async def _failed(self, state: str, error: str) -> None:
-        delay = self.backoff.next_delay()
+    async def _failed(self, state: str, error: str, delay: float | None = None) -> None:
+        """Record the failure and wait `delay`, by default the next backoff."""
+        if delay is None:
+            delay = self.backoff.next_delay()
         log.warning("IMAP binding %s: %s; retrying in %.0f s", self.binding_id, error, delay)
         try:
             await self._state(state, error)
