@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 
 import pytest
@@ -65,10 +66,42 @@ def test_a_failing_binding_does_not_slow_a_healthy_one(
                     await asyncio.to_thread(dovecot.kick, "alice")
                 await append_and_wait(number)
             refused.append(dovecot.refused_logins())
+            await until(lambda: state(db, "desk") == ("idle", None), "the healthy binding idle")
 
     run(scenario)
     print(f"APPEND to post (s): {' '.join(f'{d:.2f}' for d in delays)}")
     assert refused[0] >= 1
     assert refused[1] == refused[0], "the wrong password was tried again meanwhile"
-    assert state(db, "desk") == ("idle", None)
     assert max(delays) < DEADLINE, [round(d, 2) for d in delays]
+
+
+def test_a_temporary_authentication_failure_is_retried_soon(
+    pipeline: Pipeline, db: Database, settings: Settings, dovecot: Dovecot
+) -> None:
+    # Dovecot cannot read its passdb: it answers NO [UNAVAILABLE] (RFC 5530),
+    # its fault, not the password's. The binding must not wait `login_refused`.
+    dovecot.append("alice", "INBOX", mail(1))
+    bind(db, settings, dovecot)
+    readable = dovecot.users_path.stat().st_mode
+    set_users_file_mode(dovecot, 0)
+    timing = dataclasses.replace(FAST, login_refused=120.0)
+
+    async def scenario() -> None:
+        async with importing(pipeline, settings, timing):
+            await until(lambda: state(db, "desk")[0] == "backing off", "a temporary failure")
+            assert "[UNAVAILABLE]" in (state(db, "desk")[1] or "")
+            await asyncio.to_thread(set_users_file_mode, dovecot, readable)
+            await until(lambda: posts(db) == 1, "the import once authentication is back")
+            await until(lambda: state(db, "desk") == ("idle", None), "the binding idle")
+
+    run(scenario)
+
+
+def set_users_file_mode(dovecot: Dovecot, mode: int) -> None:
+    """Change the passdb file's permissions where Dovecot notices: it rereads
+    the file when its mtime (in seconds) changes, looking once a second."""
+    path = dovecot.users_path
+    path.chmod(mode)
+    stamp = max(int(time.time()), int(path.stat().st_mtime)) + 1
+    os.utime(path, (stamp, stamp))
+    time.sleep(1.01 - time.time() % 1)
