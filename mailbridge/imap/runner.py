@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
+from feed.base import utcnow
 from feed.bindings import ImapBinding
 from feed.mailboxes import record_state
 from mailbridge.imap.client import ImapAuthenticationError, ImapClient, ImapError
@@ -28,6 +29,9 @@ from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.workers import Deliverer
 
 log = logging.getLogger(__name__)
+# The state of a binding whose login the server refused (the password is
+# wrong); `binding set-password` clears it.
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class MailboxRunner:
         self.backoff = Backoff(timing.backoff_first, timing.backoff_max)
 
     async def run(self) -> None:
+        await self._wait_out_refusal()
         while True:
             try:
                 target = await asyncio.to_thread(self._target)
@@ -98,7 +103,7 @@ class MailboxRunner:
                 if exc.temporary:
                     await self._failed("backing off", str(exc))
                 else:
-                    await self._failed("failing", str(exc), self.timing.login_refused)
+                    await self._failed(REFUSED, str(exc), self.timing.login_refused)
             except ImapError as exc:
                 await self._failed("backing off", str(exc))
             except Exception as exc:
@@ -137,6 +142,26 @@ class MailboxRunner:
         except Exception:  # the database is down too: retry all the same
             log.exception("IMAP binding %s: cannot record its state", self.binding_id)
         await asyncio.sleep(delay)
+
+    async def _wait_out_refusal(self) -> None:
+        """A login refused shortly before a restart (of the binding's task or
+        of the server) is not tried again before its time either."""
+        try:
+            left = await asyncio.to_thread(self._refusal_left)
+        except Exception:  # the database is down: the first attempt will say so
+            log.exception("IMAP binding %s: cannot read its state", self.binding_id)
+            return
+        if left > 0:
+            log.info("IMAP binding %s: login refused; retrying in %.0f s", self.binding_id, left)
+            await asyncio.sleep(left)
+
+    def _refusal_left(self) -> float:
+        with self.pipeline.db.reader() as session:
+            row = session.get(ImapBinding, self.binding_id)
+            if row is None or row.state != REFUSED or row.state_changed_at is None:
+                return 0.0
+            since = (utcnow() - row.state_changed_at).total_seconds()
+        return self.timing.login_refused - since
 
     async def _state(self, state: str, error: str | None = None, *, synced: bool = False) -> None:
         def write() -> None:

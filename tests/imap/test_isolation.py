@@ -20,8 +20,10 @@ import time
 import pytest
 
 from feed.db import Database
+from feed.mailboxes import set_imap_password
 from mailbridge.config import Settings
 from mailbridge.pipeline.deliver import Pipeline
+from tests.imap.conftest import USERS
 from tests.imap.dovecot import Dovecot
 from tests.imap.harness import FAST, bind, importing, mail, posts, run, state, until
 
@@ -55,7 +57,7 @@ def test_a_failing_binding_does_not_slow_a_healthy_one(
     async def scenario() -> None:
         async with importing(pipeline, settings, timing):
             await until(lambda: state(db, "desk")[0] == "idle", "the healthy binding idle")
-            await until(lambda: state(db, "sales")[0] == "failing", "the bad login refused")
+            await until(lambda: state(db, "sales")[0] == "refused", "the bad login refused")
             # The one refusal we cannot avoid: the next login waits out its
             # penalty, and by succeeding resets it.
             await asyncio.to_thread(dovecot.status, "alice", "INBOX")
@@ -105,3 +107,36 @@ def set_users_file_mode(dovecot: Dovecot, mode: int) -> None:
     stamp = max(int(time.time()), int(path.stat().st_mtime)) + 1
     os.utime(path, (stamp, stamp))
     time.sleep(1.01 - time.time() % 1)
+
+
+def test_a_restart_does_not_try_a_refused_password_again_but_a_new_one_at_once(
+    pipeline: Pipeline, db: Database, settings: Settings, penalizing_dovecot: Dovecot
+) -> None:
+    # Each restart retrying it would renew the penalty just as every healthy
+    # binding logs in.
+    dovecot = penalizing_dovecot
+    bind(db, settings, dovecot, "desk")
+    bind(db, settings, dovecot, "sales", user="bob", password="not-bobs-password")
+    dovecot.append("bob", "INBOX", mail(100))
+    timing = dataclasses.replace(FAST, login_refused=120.0)
+    refused: list[int] = []
+
+    async def scenario() -> None:
+        async with importing(pipeline, settings, timing):
+            await until(lambda: state(db, "sales")[0] == "refused", "the bad login refused")
+        await asyncio.to_thread(dovecot.append, "alice", "INBOX", mail(1))
+        refused.append(dovecot.refused_logins())
+        async with importing(pipeline, settings, timing):  # the server restarted
+            await until(lambda: posts(db) == 1, "the healthy binding back at work")
+            # Time enough for a retry to show: Dovecot answers a refusal 2 s late.
+            await asyncio.sleep(2.5)
+            refused.append(dovecot.refused_logins())
+            assert state(db, "sales")[0] == "refused"
+        with db.transaction() as session:
+            set_imap_password(session, settings.secret_key, "sales", USERS["bob"])
+        async with importing(pipeline, settings, timing):
+            await until(lambda: posts(db) == 2, "the new password tried at once")
+
+    run(scenario)
+    assert refused[0] >= 1
+    assert refused[1] == refused[0], "the refused password was tried again at the restart"
