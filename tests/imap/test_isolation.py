@@ -30,9 +30,11 @@ from tests.imap.harness import FAST, bind, importing, mail, posts, run, state, u
 pytestmark = pytest.mark.usefixtures("support_group")
 
 APPENDS = 20
-# The stated proof: each append posted within 1 s (0.5-0.8 s without
-# the failing binding; Dovecot reports new mail to IDLE within 0.5 s). It
-# catches the regression, which cost 4 s and more per affected append.
+# The stated proof: each append posted within 1 s. Not a speed
+# target: Dovecot tells IDLE of new mail 500 ms after it lands (its mailbox
+# watch's NOTIFY_DELAY_MSECS), and posting adds about 0.1 s (0.53-0.67 s in
+# 280 appends at a load average of 6-10 on 2 cores); the regression costs
+# 4 s and more per affected append, which this deadline catches.
 DEADLINE = 1.0
 
 
@@ -71,7 +73,6 @@ def test_a_failing_binding_does_not_slow_a_healthy_one(
             await until(lambda: state(db, "desk") == ("idle", None), "the healthy binding idle")
 
     run(scenario)
-    print(f"APPEND to post (s): {' '.join(f'{d:.2f}' for d in delays)}")
     assert refused[0] >= 1
     assert refused[1] == refused[0], "the wrong password was tried again meanwhile"
     assert max(delays) < DEADLINE, [round(d, 2) for d in delays]
