@@ -161,7 +161,8 @@ class MailboxRunner:
             if row is None or row.state != REFUSED or row.state_changed_at is None:
                 return 0.0
             since = (utcnow() - row.state_changed_at).total_seconds()
-        return self.timing.login_refused - since
+        # A clock set back must not make the wait longer than one interval.
+        return min(self.timing.login_refused, self.timing.login_refused - since)
 
     async def _state(self, state: str, error: str | None = None, *, synced: bool = False) -> None:
         def write() -> None:
