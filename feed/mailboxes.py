@@ -132,12 +132,14 @@ def remove_imap_binding(session: Session, name: str) -> None:
 
 
 def set_imap_password(session: Session, secret_key: str, name: str, password: str) -> None:
-    """A new password (the binding's task reconnects with it at once)."""
+    """A new password (the binding's task reconnects with it at once, even
+    if its old password was refused moments ago)."""
     if not password:
         raise InvalidInputError("an IMAP binding needs a password (read from standard input)")
     binding = get_imap_binding(session, name)
     binding.password_sealed = seal(secret_key, password)
     session.flush()
+    record_state(session, binding.id, "new")
 
 
 def list_imap_bindings(session: Session) -> list[ImapBindingInfo]:

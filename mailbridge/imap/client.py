@@ -52,7 +52,12 @@ class ImapError(Exception):
 
 
 class ImapAuthenticationError(ImapError):
-    pass
+    """The server refused the login: the credentials, unless `temporary`
+    (`[UNAVAILABLE]`, RFC 5530 §3: its authentication is down for a while)."""
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 class ImapFolderError(ImapError):
@@ -149,8 +154,10 @@ class ImapClient:
         user = aioimaplib.quoted(self.mailbox.username)
         response = await self._command("LOGIN", self._imap.login(user, self.mailbox.password))
         if response.result != "OK":
+            text = _text(response)
             raise ImapAuthenticationError(
-                f"login as {self.mailbox.username} at {where} refused: {_text(response)}"
+                f"login as {self.mailbox.username} at {where} refused: {text}",
+                temporary="[UNAVAILABLE]" in text.upper(),
             )
         # Capabilities grow after login (RFC 3501 §7.2.1): MOVE, UIDPLUS...
         await self._command("CAPABILITY", self._imap.protocol.capability())

@@ -5,7 +5,10 @@ re-issued before the server's 30-minute limit) or by polling, and syncs
 again. Any failure (server down, wrong password, folder gone) is recorded
 on the binding as its state and last error, and the task retries after an
 exponential backoff with jitter; one binding's trouble never touches
-another's. The service notices bindings added or removed while it runs.
+another's. A login the server refused is tried again only much later (at
+once with a new password): each refusal makes the server slow down every
+login from our address, the other bindings' included. The service notices
+bindings added or removed while it runs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
+from feed.base import utcnow
 from feed.bindings import ImapBinding
 from feed.mailboxes import record_state
 from mailbridge.imap.client import ImapAuthenticationError, ImapClient, ImapError
@@ -25,6 +29,9 @@ from mailbridge.pipeline.deliver import Pipeline
 from mailbridge.workers import Deliverer
 
 log = logging.getLogger(__name__)
+# The state of a binding whose login the server refused (the password is
+# wrong); `binding set-password` clears it.
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,12 @@ class Timing:
     backoff_max: float = 300.0
     refresh: float = 10.0  # look for added or removed bindings
     command_timeout: float = 30.0
+    # A login the server refused (the password is wrong) is tried again this
+    # late: each refusal makes the server slow down or ban every login from
+    # our address (Dovecot's auth penalty: 4 s or more for 15 s; fail2ban's
+    # default jail: 5 failures in 10 minutes), the other bindings' included.
+    # A new password (`binding set-password`) is tried at once.
+    login_refused: float = 15 * 60
 
 
 @dataclass
@@ -79,6 +92,7 @@ class MailboxRunner:
         self.backoff = Backoff(timing.backoff_first, timing.backoff_max)
 
     async def run(self) -> None:
+        await self._wait_out_refusal()
         while True:
             try:
                 target = await asyncio.to_thread(self._target)
@@ -86,7 +100,10 @@ class MailboxRunner:
             except asyncio.CancelledError:
                 raise
             except ImapAuthenticationError as exc:
-                await self._failed("failing", str(exc))
+                if exc.temporary:
+                    await self._failed("backing off", str(exc))
+                else:
+                    await self._failed(REFUSED, str(exc), self.timing.login_refused)
             except ImapError as exc:
                 await self._failed("backing off", str(exc))
             except Exception as exc:
@@ -115,14 +132,37 @@ class MailboxRunner:
         finally:
             await client.close()
 
-    async def _failed(self, state: str, error: str) -> None:
-        delay = self.backoff.next_delay()
+    async def _failed(self, state: str, error: str, delay: float | None = None) -> None:
+        """Record the failure and wait `delay`, by default the next backoff."""
+        if delay is None:
+            delay = self.backoff.next_delay()
         log.warning("IMAP binding %s: %s; retrying in %.0f s", self.binding_id, error, delay)
         try:
             await self._state(state, error)
         except Exception:  # the database is down too: retry all the same
             log.exception("IMAP binding %s: cannot record its state", self.binding_id)
         await asyncio.sleep(delay)
+
+    async def _wait_out_refusal(self) -> None:
+        """A login refused shortly before a restart (of the binding's task or
+        of the server) is not tried again before its time either."""
+        try:
+            left = await asyncio.to_thread(self._refusal_left)
+        except Exception:  # the database is down: the first attempt will say so
+            log.exception("IMAP binding %s: cannot read its state", self.binding_id)
+            return
+        if left > 0:
+            log.info("IMAP binding %s: login refused; retrying in %.0f s", self.binding_id, left)
+            await asyncio.sleep(left)
+
+    def _refusal_left(self) -> float:
+        with self.pipeline.db.reader() as session:
+            row = session.get(ImapBinding, self.binding_id)
+            if row is None or row.state != REFUSED or row.state_changed_at is None:
+                return 0.0
+            since = (utcnow() - row.state_changed_at).total_seconds()
+        # A clock set back must not make the wait longer than one interval.
+        return min(self.timing.login_refused, self.timing.login_refused - since)
 
     async def _state(self, state: str, error: str | None = None, *, synced: bool = False) -> None:
         def write() -> None:

@@ -45,14 +45,22 @@ def polled_dovecot() -> Iterator[Dovecot]:
 
 
 @pytest.fixture
+def penalizing_dovecot() -> Iterator[Dovecot]:
+    """The same, with Dovecot's default penalty for failed logins from one address."""
+    yield from _serve(auth_penalty=True)
+
+
+@pytest.fixture
 def support_group(make: Factory) -> None:
     """The group the importer's tests bind their folders to."""
     make.group("support")
 
 
-def _serve(*, tls: bool = False, idle: bool = True) -> Iterator[Dovecot]:
+def _serve(
+    *, tls: bool = False, idle: bool = True, auth_penalty: bool = False
+) -> Iterator[Dovecot]:
     require_dovecot()
-    server = Dovecot(USERS, tls=tls, idle=idle)
+    server = Dovecot(USERS, tls=tls, idle=idle, auth_penalty=auth_penalty)
     try:
         server.start()
         yield server

@@ -7,10 +7,12 @@ plain IMAP and IDLE, so an importer can be tested against the server it will
 meet in production. Options make it serve implicit TLS instead (`tls=True`:
 a throwaway CA and a certificate for 127.0.0.1, the CA at `ca_path`) or
 leave IDLE out of its capabilities (`idle=False`), as servers that must be
-polled do. The helpers (`append`, `uids`, `flags`, ...) go through a real
-IMAP client (stdlib imaplib), never behind Dovecot's back, except
-`change_uidvalidity`, which asks `doveadm` as an administrator would. The
-configuration, and what running as root needs, is in `dovecot_config.py`.
+polled do, or keep Dovecot's own penalty for failed logins
+(`auth_penalty=True`). The helpers (`append`, `uids`, `flags`, ...) go
+through a real IMAP client (stdlib imaplib), never behind Dovecot's back,
+except `change_uidvalidity` and `kick`, which ask `doveadm` as an
+administrator would. The configuration, and what running as root needs,
+is in `dovecot_config.py`.
 """
 
 from __future__ import annotations
@@ -62,15 +64,23 @@ class Dovecot:
     the unprivileged users Dovecot switches to under root); `close()` removes it.
     With `tls`, the port speaks implicit TLS only (IMAPS), with a certificate
     for 127.0.0.1 signed by a CA made for this server alone (`ca_path`); the
-    helpers trust it. Without `idle`, no capability list offers IDLE.
+    helpers trust it. Without `idle`, no capability list offers IDLE. With
+    `auth_penalty`, a failed login slows down later logins from 127.0.0.1 as
+    Dovecot's defaults do (see `dovecot_config.py`).
     """
 
     def __init__(
-        self, users: Mapping[str, str] | None = None, *, tls: bool = False, idle: bool = True
+        self,
+        users: Mapping[str, str] | None = None,
+        *,
+        tls: bool = False,
+        idle: bool = True,
+        auth_penalty: bool = False,
     ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mb-dovecot-"))
         self.root.chmod(0o755)  # the mail and auth processes run as other users under root
         self.idle = idle
+        self.auth_penalty = auth_penalty
         self._tls: ServerFiles | None = write_server_files(self.root / "tls", HOST) if tls else None
         self.config_path = self.root / "dovecot.conf"
         self.log_path = self.root / "dovecot.log"
@@ -197,7 +207,9 @@ class Dovecot:
 
     def _launch(self, timeout: float) -> None:
         self.config_path.write_text(
-            render_config(self.root, self._port, tls=self._tls, idle=self.idle)
+            render_config(
+                self.root, self._port, tls=self._tls, idle=self.idle, auth_penalty=self.auth_penalty
+            )
         )
         (self.root / "run" / "master.pid").unlink(missing_ok=True)  # stale after a kill()
         _give_mail_to(self.root / "mail", mail_account())
@@ -340,17 +352,30 @@ class Dovecot:
         before = self.uidvalidity(user, folder)
         count = self.message_count(user, folder)
         wanted = before + 1 if before < 0xFFFFFFFF else 1
-        command = [str(DOVEADM), "-c", str(self.config_path), "mailbox", "update"]
-        command += ["-u", user, "--uid-validity", str(wanted), folder]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-        if result.returncode != 0:
-            raise DovecotError(f"doveadm mailbox update failed: {result.stderr.strip()}")
+        self._doveadm("mailbox", "update", "-u", user, "--uid-validity", str(wanted), folder)
         after, kept = self.uidvalidity(user, folder), self.message_count(user, folder)
         if after != wanted or kept != count:
             raise DovecotError(
                 f"UIDVALIDITY {before} -> {after} (wanted {wanted}), messages {count} -> {kept}"
             )
         return after
+
+    def kick(self, user: str) -> None:
+        """End every session of `user` (`doveadm kick`, as an administrator
+        would): each gets `* BYE` and its connection is closed."""
+        self._doveadm("kick", user)
+
+    def refused_logins(self) -> int:
+        """How many connections ended with a refused login, from Dovecot's log."""
+        if not self.log_path.is_file():
+            return 0
+        return self.log_path.read_text(errors="replace").count("(auth failed,")
+
+    def _doveadm(self, *arguments: str) -> None:
+        command = [str(DOVEADM), "-c", str(self.config_path), *arguments]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+        if result.returncode != 0:
+            raise DovecotError(f"doveadm {arguments[0]} failed: {result.stderr.strip()}")
 
     @contextlib.contextmanager
     def _examined(self, user: str, folder: str) -> Iterator[imaplib.IMAP4]:

@@ -13,8 +13,12 @@ Choices, and why:
   leading `+` could only add), so it is Dovecot 2.3's post-login list without
   IDLE. imap-login then advertises the same list before login too (plus
   AUTH=...), so neither capability list offers IDLE.
-- No authentication penalty and no failure delay: a binding with a wrong
-  password must not slow down the others logging in from the same address.
+- No authentication penalty and no failure delay by default, so that tests
+  of wrong passwords run fast; with `auth_penalty`, Dovecot's own defaults
+  instead, as a production server has them: a refused login is answered
+  after `auth_failure_delay` (2 s), and for 15 s after it every login from
+  the same address waits 4 s or more (the anvil penalty, reset by a login
+  that succeeds), whoever logs in.
 - `mail_max_userip_connections` raised: dozens of bindings may share a user.
 - `mailbox_idle_check_interval = 1 secs`: IDLE notices new mail within a
   second even where inotify is missing; `mail_fsync = never`: throwaway data.
@@ -38,10 +42,24 @@ CAPABILITY_WITHOUT_IDLE = (
     "WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW "
     "STATUS=SIZE SAVEDATE LITERAL+ NOTIFY"
 )
+NO_FAILURE_DELAY = "auth_failure_delay = 0\n"
+# The auth process finds no penalty socket, so it keeps no penalty at all.
+NO_PENALTY = """\
+service anvil {
+  unix_listener anvil-auth-penalty {
+    path = anvil-auth-penalty-disabled
+  }
+}
+"""
 
 
 def render_config(
-    root: Path, port: int, *, tls: ServerFiles | None = None, idle: bool = True
+    root: Path,
+    port: int,
+    *,
+    tls: ServerFiles | None = None,
+    idle: bool = True,
+    auth_penalty: bool = False,
 ) -> str:
     """The whole configuration: nothing is read from /etc/dovecot."""
     mail_user = mail_account()
@@ -62,6 +80,7 @@ def render_config(
         ssl = f"ssl = required\nssl_cert = <{tls.certificate}\nssl_key = <{tls.key}"
         plain_port, tls_port, tls_listener = 0, port, f"\n    address = {HOST}\n    ssl = yes"
     capability = "" if idle else f"imap_capability = {CAPABILITY_WITHOUT_IDLE}\n"
+    failure_delay, penalty = ("", "") if auth_penalty else (NO_FAILURE_DELAY, NO_PENALTY)
     return f"""\
 # Written by tests/imap/dovecot.py for one throwaway test server.
 base_dir = {root}/run
@@ -73,8 +92,7 @@ listen = {HOST}
 {ssl}
 {capability}disable_plaintext_auth = no
 auth_mechanisms = plain login
-auth_failure_delay = 0
-default_internal_user = {internal_user}
+{failure_delay}default_internal_user = {internal_user}
 default_internal_group = {internal_group}
 default_login_user = {login_user}
 first_valid_uid = 1
@@ -103,14 +121,7 @@ service imap-login {{
     port = {tls_port}{tls_listener}
   }}
 }}
-# No authentication penalty: a binding with a wrong password must not slow
-# down the logins of the others from the same 127.0.0.1 (auth finds no socket).
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    path = anvil-auth-penalty-disabled
-  }}
-}}
-{chroots}"""
+{penalty}{chroots}"""
 
 
 def mail_account() -> pwd.struct_passwd:

@@ -39,6 +39,7 @@ FAST = Timing(
     backoff_max=1.0,
     refresh=0.5,
     command_timeout=5.0,
+    login_refused=2.0,
 )
 WAIT = 20.0
 
@@ -155,9 +156,11 @@ async def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> 
 
 
 @asynccontextmanager
-async def importing(pipeline: Pipeline, settings: Settings) -> AsyncIterator[MailboxService]:
+async def importing(
+    pipeline: Pipeline, settings: Settings, timing: Timing = FAST
+) -> AsyncIterator[MailboxService]:
     deliverer = thread_deliverer(pipeline)
-    service = MailboxService(pipeline, deliverer, settings.secret_key, FAST)
+    service = MailboxService(pipeline, deliverer, settings.secret_key, timing)
     await service.start()
     try:
         yield service

@@ -130,13 +130,13 @@ def test_a_database_hiccup_while_recording_a_failure_does_not_end_the_binding(
     record = MailboxRunner._state
     failures = 0
 
-    # Fault injection: the first write of a "failing" state raises, as a
+    # Fault injection: the first write of a "refused" state raises, as a
     # locked SQLite file or a restarting PostgreSQL would; the rest are real.
     async def hiccup(
         runner: MailboxRunner, state: str, error: str | None = None, *, synced: bool = False
     ) -> None:
         nonlocal failures
-        if state == "failing":
+        if state == "refused":
             failures += 1
             if failures == 1:
                 raise RuntimeError("the database is briefly unavailable")
@@ -147,7 +147,7 @@ def test_a_database_hiccup_while_recording_a_failure_does_not_end_the_binding(
     async def scenario() -> None:
         async with importing(pipeline, settings):
             await until(lambda: failures >= 3, "the binding to keep retrying after the hiccup")
-            await until(lambda: state(db, "desk")[0] == "failing", "its state recorded")
+            await until(lambda: state(db, "desk")[0] == "refused", "its state recorded")
 
     run(scenario)
 

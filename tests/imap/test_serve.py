@@ -208,7 +208,7 @@ def test_a_new_password_takes_effect_at_once_and_a_removed_binding_stops(
 
     async def scenario() -> None:
         async with importing(pipeline, settings):
-            await until(lambda: state(db, "desk")[0] == "failing", "the old password to fail")
+            await until(lambda: state(db, "desk")[0] == "refused", "the old password to fail")
             assert await asyncio.to_thread(set_password, USERS["alice"]) == (
                 0,
                 "imap:desk: password changed\n",
