@@ -6,11 +6,12 @@ Every limit is set tiny here; the deadlines below only catch a hang.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import smtplib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from sqlalchemy import select
@@ -18,9 +19,12 @@ from sqlalchemy import select
 from feed.db import Database
 from feed.inbound import InboundLog
 from mailbridge.config import Settings
+from mailbridge.pipeline.deliver import DeliveryReport, Pipeline
 from mailbridge.replies import DATA_TOO_SLOW
+from mailbridge.spool import Delivery
+from mailbridge.workers import Deliverer, deliver_items
 from tests.conftest import Factory
-from tests.mailbridge.conftest import Served
+from tests.mailbridge.conftest import Served, serving
 from tests.mailbridge.test_smtp import make_mail
 
 HANG = 20.0  # seconds: only a hang takes this long
@@ -252,3 +256,23 @@ def test_delivered_mail_starts_the_error_count_again(eng: Factory, served: Serve
         assert client.send_message(make_mail()) == {}
         assert [client.rcpt("nobody@mb.example.com")[0] for _ in range(2)] == [503, 503]
         assert client.noop()[0] == 250
+
+
+def test_a_slow_delivery_is_not_taken_for_a_slow_data(
+    eng: Factory, settings: Settings, pipeline: Pipeline, db: Database
+) -> None:
+    """Once the final dot is read, the DATA rate no longer applies: a small
+    message whose delivery outlasts the grace period gets its 250, not a cut."""
+
+    async def slow_batch(items: Sequence[Delivery]) -> list[DeliveryReport]:
+        await asyncio.sleep(3 * settings.mail_data_grace_seconds)
+        return await asyncio.to_thread(deliver_items, pipeline, items)
+
+    patient = dataclasses.replace(settings, mail_session_seconds=HANG)
+    with (
+        serving(patient, pipeline, Deliverer(slow_batch, lanes=1)) as served,
+        smtplib.SMTP("127.0.0.1", served.smtp_port, timeout=HANG) as client,
+    ):
+        client.sendmail("alice@company.example", ["eng@company.example"], make_mail().as_bytes())
+    with db.reader() as session:
+        assert session.scalars(select(InboundLog.status)).all() == ["accepted"]
