@@ -119,6 +119,20 @@ def inbound() -> Response:
     )
 
 
+@blueprint.get("/inbound/<id:entry_id>/raw")
+def inbound_raw(entry_id: int) -> Response:
+    """The raw message of an inbound-log entry: how admins read mail for the
+    postmaster and see what was refused."""
+    context = web_context()
+    if not can_read_inbound(current_viewer()):
+        abort(403, "only administrators may read the inbound log")
+    with context.db.reader() as session:
+        found = queries.find_inbound_raw(session, entry_id)
+    if found is None or not context.blobs.exists(found.sha256):
+        abort(404, f"no raw message kept for inbound entry {entry_id}")
+    return attachment_response(context.blobs, found)
+
+
 def _read_status() -> InboundStatus | None:
     raw = request.args.get("status")
     if raw is None:

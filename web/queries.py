@@ -191,6 +191,16 @@ def list_inbound(
     return take_page(rows, limit, lambda e: Position(None, e.id))
 
 
+def find_inbound_raw(session: Session, entry_id: int) -> AttachmentFile | None:
+    """The raw message kept for an inbound-log entry, as a download (callers
+    check `can_read_inbound`); None when the entry has no bytes (refused before
+    DATA, or past its retention)."""
+    sha256 = session.scalar(select(InboundLog.sha256).where(InboundLog.id == entry_id))
+    if sha256 is None:
+        return None
+    return AttachmentFile(entry_id, f"inbound-{entry_id}.eml", "message/rfc822", sha256)
+
+
 def _inbound_entry(row: InboundLog, group_slug: str | None) -> InboundEntry:
     return InboundEntry(
         id=row.id,
@@ -204,4 +214,6 @@ def _inbound_entry(row: InboundLog, group_slug: str | None) -> InboundEntry:
         reason=row.reason,
         group_slug=group_slug,
         post_id=row.post_id,
+        size=row.size,
+        has_raw=row.sha256 is not None,
     )

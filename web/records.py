@@ -83,3 +83,5 @@ class InboundEntry:
     reason: str
     group_slug: str | None
     post_id: int | None
+    size: int  # bytes received (what is kept of refused mail may be less)
+    has_raw: bool

@@ -95,4 +95,8 @@ def inbound_json(entry: InboundEntry) -> Json:
         "reason": entry.reason,
         "group": entry.group_slug,
         "post_id": entry.post_id,
+        "size": entry.size,
+        # What is kept of the message (all of it, or a refused message's
+        # headers and first bytes); null once past its retention.
+        "raw_url": f"/api/v1/inbound/{entry.id}/raw" if entry.has_raw else None,
     }
