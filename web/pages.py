@@ -1,4 +1,4 @@
-"""Server-rendered pages: sign-in, groups, a group's threads, a thread.
+"""Server-rendered pages: sign-in, groups, a group's threads, a thread, a post.
 
 Every page but sign-in/out needs a signed-in user (`web.auth`); the same
 queries and visibility rule as the API decide what is shown. Post text is
@@ -23,13 +23,19 @@ from web.auth import (
 )
 from web.context import web_context
 from web.downloads import attachment_response
-from web.paging import read_cursor, write_cursor
+from web.paging import read_cursor, within_budget, write_cursor
+from web.records import PostView
 
 blueprint = Blueprint("pages", __name__)
 blueprint.before_request(require_signed_in)
 
 THREADS_PER_PAGE = 50
 POSTS_PER_PAGE = 200
+# A thread page shows each text cut to this many characters and stops at
+# about PAGE_TEXT_CHARS of text in all (a post may hold megabytes); a cut post
+# links to its own page, `/p/ID`, where it is whole.
+POST_TEXT_CHARS = 16 * 1024
+PAGE_TEXT_CHARS = 1024 * 1024
 
 
 @blueprint.app_template_filter("when")
@@ -91,9 +97,26 @@ def thread(thread_id: int) -> str:
         if head is None:
             abort(404, f"There is no thread {thread_id}.")
         after = read_cursor(context.cursors, "posts", thread_id)
-        page = queries.list_posts(session, thread_id, after, POSTS_PER_PAGE)
+        page = queries.list_posts(session, thread_id, after, POSTS_PER_PAGE, POST_TEXT_CHARS)
+    page = within_budget(page, PAGE_TEXT_CHARS, _text_size, queries.post_position)
     later = write_cursor(context.cursors, "posts", thread_id, page)
     return render_template("pages/thread.html", thread=head, posts=page.items, later=later)
+
+
+@blueprint.get("/p/<id:post_id>")
+def post(post_id: int) -> str:
+    """One post whole, with a link back to its place in the thread."""
+    viewer = current_viewer()
+    with web_context().db.reader() as session:
+        found = queries.find_post(session, viewer, post_id)
+        head = queries.find_thread(session, viewer, found.thread_id) if found else None
+    if found is None or head is None:
+        abort(404, f"There is no post {post_id}.")
+    return render_template("pages/post.html", thread=head, post=found)
+
+
+def _text_size(post: PostView) -> int:
+    return len(post.body_text) + len(post.elided_text)
 
 
 @blueprint.get("/a/<id:attachment_id>")

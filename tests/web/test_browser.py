@@ -217,3 +217,31 @@ def test_a_non_member_never_sees_the_private_group(tab: Tab, make: Factory, mail
         pages[path] = page.locator("main").inner_text()
     # The private group reads exactly like a group that does not exist.
     assert pages["/g/hr"].replace("'hr'", "'nothing'") == pages["/g/nothing"]
+
+
+def test_a_long_post_is_cut_in_the_thread_and_read_whole_on_its_page(
+    tab: Tab, make: Factory, mailer: Mailer, tmp_path: Path
+) -> None:
+    body = "".join(f"Line {n} of the incident report.\n" for n in range(3000))
+    first = mailer.post("eng", "Incident", body)
+    mailer.post("eng", "Re: Incident", "Read it, thanks.", reply_to=first)
+    page = tab.page
+    sign_in(page, make.token("bob@company.example"), f"/t/{mailer.thread_of(first)}")
+
+    opening, reply = page.locator("article.post").all()
+    expect(opening.locator(".body")).to_contain_text("Line 0 of the incident report.")
+    expect(opening.locator(".body")).not_to_contain_text("Line 2999 of")
+    expect(reply.locator(".body")).to_have_text("Read it, thanks.")
+    opening.locator(".cut").scroll_into_view_if_needed()
+    page.screenshot(path=tmp_path / "cut-thread.png", full_page=False)
+    opening.get_by_role("link", name="read it whole").click()
+
+    expect(page).to_have_url(re.compile(rf"/p/{first}$"))
+    expect(page.locator("article.post .body")).to_contain_text("Line 2999 of the incident report.")
+    expect(page.locator(".cut")).to_have_count(0)
+    page.get_by_role("link", name="Incident").click()
+    expect(page).to_have_url(re.compile(rf"/t/{mailer.thread_of(first)}#post-{first}$"))
+    page.goto(f"/p/{first}")
+    shot = tmp_path / "post.png"
+    page.screenshot(path=shot, full_page=False)
+    assert shot.read_bytes().startswith(PNG_SIGNATURE)

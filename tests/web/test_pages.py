@@ -5,11 +5,14 @@ CSRF protection stays on: every form post carries the token from the form.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import Factory
 from tests.web.conftest import Mailer, csrf_token_in, sign_in
+from web.pages import POST_TEXT_CHARS
 
 
 @pytest.fixture(autouse=True)
@@ -152,3 +155,47 @@ def test_signing_out_needs_the_csrf_token_and_ends_the_session(bob: FlaskClient)
     assert response.status_code == 302
     assert response.headers["Location"] == "/login"
     assert bob.get("/").status_code == 302
+
+
+LONG_BODY = "A long line of the report.\n" * 2000  # 54,000 characters
+
+
+def test_a_long_post_is_cut_on_the_thread_page_and_whole_on_its_own(
+    bob: FlaskClient, mailer: Mailer
+) -> None:
+    first = mailer.post("eng", "Report", LONG_BODY)
+    mailer.post("eng", "Re: Report", "Thanks.", reply_to=first)
+    page = bob.get(f"/t/{mailer.thread_of(first)}").get_data(as_text=True)
+    assert page.count("A long line of the report.") == POST_TEXT_CHARS // 27
+    assert f'href="/p/{first}"' in page
+    assert "Thanks." in page
+    whole = bob.get(f"/p/{first}")
+    assert whole.status_code == 200
+    text = whole.get_data(as_text=True)
+    assert text.count("A long line of the report.") == 2000
+    assert f'href="/t/{mailer.thread_of(first)}#post-{first}"' in text
+
+
+def test_a_thread_page_stops_at_its_text_budget_and_the_next_goes_on(
+    bob: FlaskClient, mailer: Mailer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("web.pages.PAGE_TEXT_CHARS", 2 * POST_TEXT_CHARS)
+    first = mailer.post("eng", "Many", f"post 0\n{LONG_BODY}")
+    for n in range(1, 5):
+        mailer.post("eng", "Re: Many", f"post {n}\n{LONG_BODY}", reply_to=first)
+    url: str | None = f"/t/{mailer.thread_of(first)}"
+    pages: list[list[int]] = []
+    while url:
+        html = bob.get(url).get_data(as_text=True)
+        pages.append([n for n in range(5) if f"post {n}\n" in html])
+        found = re.search(r'<a rel="next" href="([^"]+)"', html)
+        url = found.group(1).replace("&amp;", "&") if found else None
+    assert pages == [[0, 1], [2, 3], [4]]
+
+
+def test_a_private_post_page_is_a_404_for_a_non_member(eve: FlaskClient, mailer: Mailer) -> None:
+    post_id = mailer.post("hr", "Salaries")
+    for path in (f"/p/{post_id}", "/p/99999999999999999999999", "/p/999999"):
+        response = eve.get(path)
+        assert response.status_code == 404
+        assert "Salaries" not in response.get_data(as_text=True)
